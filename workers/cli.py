@@ -1,0 +1,58 @@
+"""The ``streamwarden`` command line.
+
+Each command group lives next to what it drives and registers itself here through a
+``register(subparsers)`` function; handlers receive ``(args, settings)`` and return an exit code.
+Settings are built exactly once, here. Heavy modules (torch, faust) are imported by the handlers,
+so ``streamwarden --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from workers.settings import ConfigError, Settings, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+# Modules exposing ``register(subparsers)``; each adds its own subcommands.
+COMMAND_MODULES: tuple[str, ...] = ("workers.commands",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamwarden", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=None, help="override the configured log level")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"streamwarden: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level or settings.log_level)
+    handler: Handler = args.handler
+    return handler(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

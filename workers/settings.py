@@ -1,0 +1,154 @@
+"""The one settings object: YAML defaults from ``configs/``, overridden by ``STREAMWARDEN_*`` variables.
+
+Built once by the CLI (``load_settings``) and passed down; nothing reads the environment elsewhere.
+Nested fields use ``__`` in variable names: ``STREAMWARDEN_ENGINE__MAX_BATCH_TOKENS=4096``.
+Precedence, highest first: explicit overrides, environment, the YAML file, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
+    topic_prefix: str = Field("guard", description="Topic names are <prefix>.prompts, <prefix>.tokens, ...")
+    partitions: int = Field(8, ge=1, description="Partitions of prompts, tokens, verdicts and control")
+    replication: int = Field(1, ge=1, description="Replication factor of created topics")
+    group_id: str = Field("streamwarden-guard", description="Consumer group of the guard workers")
+    max_message_bytes: int = Field(1 << 20, ge=1024, description="Larger messages are dead-lettered")
+    dlq_payload_bytes: int = Field(64 << 10, ge=256, description="Raw payload kept in a dead letter")
+    session_timeout_s: float = Field(10.0, gt=0, description="Consumer session timeout")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval")
+    commit_interval_s: float = Field(0.5, gt=0, description="How often acked offsets are committed")
+    producer_linger_ms: int = Field(0, ge=0, description="Producer linger for verdicts and control")
+
+
+class RedisSettings(_Section):
+    url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (may hold a password)")
+    namespace: str = Field("guard:v1", description="Prefix of every key this service writes")
+    ttl_s: int = Field(24 * 3600, ge=60, description="Idle conversations expire after this")
+
+
+class EngineSettings(_Section):
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on CUDA, float32 on CPU"
+    )
+    max_batch_tokens: int = Field(8192, ge=1, description="New tokens in one forward, at most")
+    max_batch_rows: int = Field(256, ge=1, description="Conversations in one forward, at most")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for others")
+    kv_budget_bytes: int = Field(2 << 30, ge=1 << 20, description="KV cache memory budget")
+    page_size: int = Field(16, ge=1, description="Tokens per KV page")
+
+
+class GuardSettings(_Section):
+    backend: Literal["stream", "cascade", "prefilter", "rules"] = Field(
+        "cascade", description="Which guard judges: the stream model, the prefilter cascade, or rules"
+    )
+    checkpoint: str = Field(
+        "auto",
+        description="Stream checkpoint: a directory, a Hugging Face id in the local cache, 'default' "
+        "(the shipped SmolLM2 heads) or 'auto' (real Qwen3Guard-Stream if cached, else 'default')",
+    )
+    allow_test_checkpoint: bool = Field(
+        False, description="Accept random-weight test checkpoints (tests and benchmarks only)"
+    )
+    policy: Literal["strict", "loose"] = Field("strict", description="Default policy when an event names none")
+    prefilter_model: str = Field("default", description="Prefilter head directory, or 'default'")
+    prefilter_encoder: str = Field("default", description="sentence-transformers model, or 'default' (MiniLM)")
+
+
+class WorkerSettings(_Section):
+    worker_id: str = Field("", description="Identifies this worker in verdicts; default host:pid")
+    max_in_flight: int = Field(4096, ge=1, description="Events being processed at once, at most")
+    prompt_wait_s: float = Field(5.0, ge=0, description="How long a chunk waits for its prompt")
+    reorder_window: int = Field(64, ge=0, description="Out-of-order chunks held per message")
+    reorder_wait_s: float = Field(5.0, ge=0, description="How long a gap in seq may stay open")
+    metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint")
+    web_port: int = Field(0, ge=0, description="faust web port; 0 picks a free one")
+
+
+class Settings(BaseSettings):
+    """Everything streamwarden is configured by."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMWARDEN_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    engine: EngineSettings = EngineSettings()
+    guard: GuardSettings = GuardSettings()
+    worker: WorkerSettings = WorkerSettings()
+    log_level: str = Field("INFO", description="Python logging level")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.engine.max_batch_rows > self.engine.max_batch_tokens:
+            raise ValueError("engine.max_batch_rows cannot exceed engine.max_batch_tokens")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with secrets masked, for logs and ``config show``."""
+        return self.model_dump(mode="json")
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``STREAMWARDEN_CONFIG`` (default ``configs/base.yaml``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("STREAMWARDEN_CONFIG", DEFAULT_CONFIG))
+        if not path.exists():
+            if "STREAMWARDEN_CONFIG" in os.environ:
+                raise ConfigError(f"config file {path} does not exist")
+            return {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return data
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message says which key and why."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once, turning validation errors into one readable ``ConfigError``."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
