@@ -1,0 +1,1 @@
+"""Moderation of conversations, independent of Kafka: lanes, the moderator, emitted events."""

@@ -1,0 +1,199 @@
+"""Conversation lanes: events of one conversation in order, different conversations concurrently.
+
+The router gives every conversation with work a lane (an asyncio task) that hands its events to the
+handler one at a time, so a conversation's prompt and chunks are applied in ``seq`` order while
+thousands of other conversations proceed in parallel (their chunks meet in the engine's batches).
+
+A handler may *park* an event it cannot apply yet: a chunk that arrived before its prompt, or ahead
+of a missing ``seq``. Parked events are retried after every event the lane applies, and are handed
+to ``Handler.expire`` (which dead-letters them) when they have waited too long or the lane's park is
+full. ``max_in_flight`` bounds the events admitted and not yet finished; ``submit`` waits for room,
+which back-pressures the Kafka consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from topics.events import PromptEvent, TokenChunkEvent
+from workers.moderation.delivery import Delivery
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    """One decoded event on its way through a lane; ``ack`` acknowledges the Kafka record."""
+
+    event: PromptEvent | TokenChunkEvent
+    delivery: Delivery
+    ack: Callable[[], Awaitable[None]]
+    parked_until: float = field(default=0.0)
+
+    @property
+    def conversation_id(self) -> str:
+        return self.event.conversation_id
+
+    def order(self) -> tuple[int, int]:
+        """Retry order among parked events: prompts first, then chunks by seq."""
+        if isinstance(self.event, PromptEvent):
+            return (0, 0)
+        return (1, self.event.seq)
+
+
+class Outcome(Enum):
+    DONE = "done"  # finished (effects published, record acked); no progress for parked events
+    APPLIED = "applied"  # finished and the conversation advanced: parked events may now apply
+    WAIT_PROMPT = "wait_prompt"  # a chunk whose prompt has not been applied yet
+    WAIT_SEQ = "wait_seq"  # a chunk ahead of the next expected seq
+
+
+class Handler(Protocol):
+    async def handle(self, work: Work) -> Outcome:
+        """Process ``work``; on DONE/APPLIED it has published its effects and acked the record."""
+        ...
+
+    async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
+        """Give up on a parked event: dead-letter it and ack the record."""
+
+
+class ConversationRouter:
+    """Owns the lanes; ``submit`` is called by the Kafka agents for every decoded event."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        max_in_flight: int,
+        prompt_wait_s: float,
+        reorder_window: int,
+        reorder_wait_s: float,
+    ) -> None:
+        self._handler = handler
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._lanes: dict[str, _Lane] = {}
+        self._waits = {Outcome.WAIT_PROMPT: prompt_wait_s, Outcome.WAIT_SEQ: reorder_wait_s}
+        self._window = reorder_window
+
+    @property
+    def active_lanes(self) -> int:
+        return len(self._lanes)
+
+    async def submit(self, work: Work) -> None:
+        """Queue ``work`` on its conversation's lane; waits while ``max_in_flight`` events are open."""
+        await self._slots.acquire()
+        lane = self._lanes.get(work.conversation_id)
+        if lane is None:
+            lane = self._lanes[work.conversation_id] = _Lane(work.conversation_id, self)
+        lane.push(work)
+
+    async def drain(self, within_s: float) -> bool:
+        """Wait until every lane has finished (parked events included); False if not within ``within_s``."""
+        deadline = time.monotonic() + within_s
+        while self._lanes:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def aclose(self) -> None:
+        """Cancel all lanes (their unacked records will be redelivered)."""
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            lane.cancel()
+        for lane in lanes:
+            await lane.wait_closed()
+
+    def _finished(self, lane: _Lane) -> None:
+        if self._lanes.get(lane.key) is lane:
+            del self._lanes[lane.key]
+
+
+class _Lane:
+    def __init__(self, key: str, router: ConversationRouter) -> None:
+        self.key = key
+        self._router = router
+        self._inbox: deque[Work] = deque()
+        self._parked: list[tuple[Work, Outcome]] = []
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lane:{key}")
+
+    def push(self, work: Work) -> None:
+        self._inbox.append(work)
+        self._wake.set()
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if self._inbox:
+                    await self._process(self._inbox.popleft())
+                    continue
+                if not self._parked:
+                    # No await between the emptiness check and removal: submit() cannot slip in.
+                    self._router._finished(self)
+                    return
+                await self._sleep_until_deadline()
+                await self._expire_overdue()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A handler bug must not strand the conversation's records unacked forever.
+            logger.exception("lane %s crashed; its pending records will be redelivered", self.key)
+            self._router._finished(self)
+
+    async def _process(self, work: Work) -> None:
+        outcome = await self._router._handler.handle(work)
+        if outcome in (Outcome.WAIT_PROMPT, Outcome.WAIT_SEQ):
+            await self._park(work, outcome)
+            return
+        self._router._slots.release()
+        if outcome is Outcome.APPLIED and self._parked:
+            retry = sorted(self._parked, key=lambda p: p[0].order())
+            self._parked.clear()
+            self._inbox.extendleft(reversed([w for w, _ in retry]))
+
+    async def _park(self, work: Work, outcome: Outcome) -> None:
+        if not work.parked_until:
+            work.parked_until = time.monotonic() + self._router._waits[outcome]
+        if len(self._parked) >= self._router._window:
+            await self._give_up(work, outcome, f"more than {self._router._window} events waiting")
+            return
+        self._parked.append((work, outcome))
+
+    async def _sleep_until_deadline(self) -> None:
+        self._wake.clear()
+        if self._inbox:
+            return
+        delay = min(w.parked_until for w, _ in self._parked) - time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.0))
+
+    async def _expire_overdue(self) -> None:
+        now = time.monotonic()
+        overdue = [(w, o) for w, o in self._parked if w.parked_until <= now]
+        if not overdue:
+            return
+        self._parked = [(w, o) for w, o in self._parked if w.parked_until > now]
+        for work, outcome in sorted(overdue, key=lambda p: p[0].order()):
+            await self._give_up(work, outcome, "waited too long")
+
+    async def _give_up(self, work: Work, outcome: Outcome, why: str) -> None:
+        try:
+            await self._router._handler.expire(work, outcome, why)
+        finally:
+            self._router._slots.release()

@@ -1,0 +1,1 @@
+"""Per-conversation state shared by all workers: the Redis store and its in-memory twin."""

@@ -1,0 +1,148 @@
+"""The Redis implementation of ``ConversationStore``.
+
+Each mutation is one Lua script (registered once, run with EVALSHA), so the compare-and-set on
+``message_id`` / ``epoch`` / ``seq``, the log append and the TTL refresh are one atomic step. The
+token log is a Redis string of little-endian uint32 ids grown with ``APPEND``, so a rebuild reads
+it with one ``GETRANGE``. Connection and timeout errors are retried with jittered backoff; the
+scripts are idempotent under retry (a re-applied chunk reports DUPLICATE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workers.state import keys
+from workers.state.base import ApplyStatus, ChunkUpdate, TurnState
+
+_OPEN_TURN = """
+local cur = redis.call('HMGET', KEYS[1], 'message_id', 'epoch')
+if cur[1] == ARGV[2] then return 'duplicate' end
+if cur[2] and tonumber(cur[2]) > tonumber(ARGV[1]) then return 'fenced' end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 'ok'
+"""
+
+_APPLY_CHUNK = """
+local rec = redis.call('HMGET', KEYS[1], 'message_id', 'epoch', 'next_seq')
+if not rec[1] then return 'missing' end
+if rec[1] ~= ARGV[2] then return 'stale_message' end
+if tonumber(rec[2]) > tonumber(ARGV[1]) then return 'fenced' end
+local nxt = tonumber(rec[3])
+local seq = tonumber(ARGV[3])
+if seq < nxt then return 'duplicate' end
+if seq > nxt then return 'gap' end
+local len = redis.call('APPEND', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[1], 'next_seq', seq + 1, 'epoch', ARGV[1], 'log_len', len / 4, unpack(ARGV, 6))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 'ok'
+"""
+
+_INT_FIELDS = {"epoch", "prompt_len", "log_len", "next_seq", "response_tokens"}
+
+
+def pack_ids(ids: Sequence[int]) -> bytes:
+    return np.asarray(ids, dtype="<u4").tobytes()
+
+
+def unpack_ids(raw: bytes) -> list[int]:
+    return np.frombuffer(raw, dtype="<u4").astype(np.int64).tolist()  # type: ignore[no-any-return]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _encode_field(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else ""
+    return str(value)
+
+
+class RedisStore:
+    """``ConversationStore`` on Redis >= 6.2 (Lua scripting; no module needed)."""
+
+    def __init__(self, url: str, *, namespace: str, ttl_s: int) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        self._ns = namespace
+        self._ttl_ms = ttl_s * 1000
+        self._open_turn = self._redis.register_script(_OPEN_TURN)
+        self._apply_chunk = self._redis.register_script(_APPLY_CHUNK)
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    async def load(self, conversation_id: str) -> TurnState | None:
+        raw = await self._redis.hgetall(keys.conv_key(self._ns, conversation_id))
+        if not raw:
+            return None
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        values: dict[str, object] = {}
+        for f in fields(TurnState):
+            text = data.get(f.name, "")
+            if f.name in _INT_FIELDS:
+                values[f.name] = int(text or 0)
+            elif f.name == "final":
+                values[f.name] = text == "1"
+            else:
+                values[f.name] = text
+        return TurnState(**values)  # type: ignore[arg-type]
+
+    async def open_turn(self, state: TurnState, prompt_ids: Sequence[int]) -> ApplyStatus:
+        if state.log_len != len(prompt_ids):
+            raise ValueError(f"log_len {state.log_len} != {len(prompt_ids)} prompt ids")
+        pairs: list[str] = []
+        for name, value in asdict(state).items():
+            pairs += [name, _encode_field(value)]
+        cid = state.conversation_id
+        result = await self._open_turn(
+            keys=[keys.conv_key(self._ns, cid), keys.log_key(self._ns, cid)],
+            args=[state.epoch, state.message_id, self._ttl_ms, pack_ids(prompt_ids), *pairs],
+        )
+        return ApplyStatus(_text(result))
+
+    async def apply_chunk(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        epoch: int,
+        seq: int,
+        new_ids: Sequence[int],
+        update: ChunkUpdate,
+    ) -> ApplyStatus:
+        pairs: list[str] = []
+        for name, value in asdict(update).items():
+            pairs += [name, _encode_field(value)]
+        result = await self._apply_chunk(
+            keys=[keys.conv_key(self._ns, conversation_id), keys.log_key(self._ns, conversation_id)],
+            args=[epoch, message_id, seq, self._ttl_ms, pack_ids(new_ids), *pairs],
+        )
+        return ApplyStatus(_text(result))
+
+    async def read_log(self, conversation_id: str, end: int | None = None) -> list[int]:
+        key = keys.log_key(self._ns, conversation_id)
+        raw = await self._redis.getrange(key, 0, -1 if end is None else end * 4 - 1) if end != 0 else b""
+        return unpack_ids(raw if isinstance(raw, bytes) else raw.encode())
+
+    async def bump_epoch(self, partition: int) -> int:
+        return int(await self._redis.incr(keys.epoch_key(self._ns, partition)))
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
