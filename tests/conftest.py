@@ -1,0 +1,20 @@
+"""Fixtures every test tier shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+_PREFIX = "STREAMWARDEN_"
+
+
+@pytest.fixture(autouse=True)
+def _restore_streamwarden_environment() -> Iterator[None]:
+    """Undo any change a test makes to ``STREAMWARDEN_*`` variables, so settings never leak between tests."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(_PREFIX)}
+    yield
+    for key in [k for k in os.environ if k.startswith(_PREFIX) and k not in before]:
+        del os.environ[key]
+    os.environ.update(before)

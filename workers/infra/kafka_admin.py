@@ -1,0 +1,54 @@
+"""Thin async helpers over ``aiokafka``'s admin client, shared by readiness checks and topic creation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+logger = logging.getLogger(__name__)
+
+# Errors that mean "the cluster is not (yet) reachable or ready"; readiness loops retry on them.
+RETRIABLE_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
+
+
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: str, request_timeout_ms: int = 30_000) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client for ``bootstrap``, closed on exit.
+
+    Raises:
+        aiokafka.errors.KafkaConnectionError: no bootstrap server answered.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms, client_id="streamwarden-infra"
+    )
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def cluster_metadata(bootstrap: str, request_timeout_ms: int = 5_000) -> dict[str, Any]:
+    """The broker list, cluster id and controller id as one broker reports them.
+
+    Raises:
+        aiokafka.errors.KafkaError, OSError, TimeoutError: the cluster did not answer.
+    """
+    async with admin_client(bootstrap, request_timeout_ms) as admin:
+        metadata: dict[str, Any] = await admin.describe_cluster()
+    return metadata
+
+
+async def broker_ids(bootstrap: str, request_timeout_ms: int = 5_000) -> set[int]:
+    """The ids of the brokers the cluster's metadata lists (registered and unfenced).
+
+    Raises:
+        aiokafka.errors.KafkaError, OSError, TimeoutError: the cluster did not answer.
+    """
+    metadata = await cluster_metadata(bootstrap, request_timeout_ms)
+    return {int(b["node_id"]) for b in metadata["brokers"]}
