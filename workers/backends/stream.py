@@ -1,0 +1,209 @@
+"""The Qwen3Guard-Stream backend: ``GuardBackend`` over ``workers.engine``.
+
+Which checkpoint (``guard.checkpoint``):
+
+- a directory, or a Hugging Face id present in the local cache (nothing is downloaded);
+- ``default``: streamwarden's own heads shipped in ``workers/models/stream`` (same format);
+- ``auto``: the first released Qwen3Guard-Stream checkpoint in the local cache (8B, 4B, 0.6B),
+  else ``default`` when shipped, else, only with ``guard.allow_test_checkpoint``, a tiny
+  random-weight test checkpoint generated under ``.streamwarden/checkpoints``. Such a model reports
+  ``model_id`` ``streamwarden/test-... (random weights, TEST ONLY)`` in every verdict.
+
+The model loads in ``start()`` (in a thread); scoring goes through one ``Scheduler`` per backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from workers.backends.base import ModelInfo, PromptRequest, PromptScores, ResponseRequest, ResponseScores
+from workers.engine.checkpoint import Checkpoint, CheckpointError, cached_guard_repo, open_checkpoint
+from workers.engine.jobs import PromptJob, ResponseJob
+from workers.engine.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from workers.engine.runner import BatchRunner
+    from workers.engine.template import ChatFormat
+    from workers.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TIER = "stream"
+DEFAULT_HEADS_DIR = Path(__file__).resolve().parent.parent / "models" / "stream"
+"""Where streamwarden's own stream heads ship (``guard.checkpoint: default``)."""
+TEST_CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / ".streamwarden" / "checkpoints"
+"""Where the tiny test checkpoint is generated when ``auto`` finds no real weights."""
+
+
+def resolve_guard_checkpoint(setting: str, *, allow_test_checkpoint: bool) -> Checkpoint:
+    """Open the checkpoint named by ``guard.checkpoint`` (see the module docstring).
+
+    Raises:
+        CheckpointError: it cannot be found or is malformed, or only a test checkpoint is
+            available and test checkpoints are not allowed.
+    """
+    if setting == "default":
+        if not DEFAULT_HEADS_DIR.is_dir():
+            raise CheckpointError(DEFAULT_HEADS_DIR, "the shipped stream heads are not installed")
+        return open_checkpoint(DEFAULT_HEADS_DIR, allow_test_checkpoint=allow_test_checkpoint)
+    if setting != "auto":
+        return open_checkpoint(setting, allow_test_checkpoint=allow_test_checkpoint)
+    repo = cached_guard_repo()
+    if repo is not None:
+        return open_checkpoint(repo, allow_test_checkpoint=allow_test_checkpoint)
+    if DEFAULT_HEADS_DIR.is_dir():
+        return open_checkpoint(DEFAULT_HEADS_DIR, allow_test_checkpoint=allow_test_checkpoint)
+    if not allow_test_checkpoint:
+        raise CheckpointError(
+            "auto",
+            "no Qwen3Guard-Stream checkpoint in the local Hugging Face cache and no shipped heads in "
+            f"{DEFAULT_HEADS_DIR}; set guard.checkpoint to a checkpoint directory (or set "
+            "guard.allow_test_checkpoint for a random-weight test model, never for real traffic)",
+        )
+    return open_checkpoint(ensure_test_checkpoint(), allow_test_checkpoint=True)
+
+
+def ensure_test_checkpoint(root: Path | None = None) -> Path:
+    """The tiny test checkpoint under ``root`` (``TEST_CHECKPOINT_DIR``), generated once, atomically."""
+    from workers.engine.testing import make_test_checkpoint
+
+    root = root or TEST_CHECKPOINT_DIR
+    path = root / "test-tiny-random-qwen3"
+    if (path / "config.json").is_file():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+    make_test_checkpoint(scratch / "ckpt")
+    try:
+        os.replace(scratch / "ckpt", path)
+    except OSError:
+        if not (path / "config.json").is_file():  # another process won the race if it exists now
+            raise
+    logger.warning("generated a random-weight TEST checkpoint at %s", path)
+    return path
+
+
+class StreamBackend:
+    """Qwen3Guard-Stream (or a checkpoint in its format) behind the ``GuardBackend`` protocol."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._checkpoint: Checkpoint | None = None
+        self._chat_format: ChatFormat | None = None
+        self._runner: BatchRunner | None = None
+        self._scheduler: Scheduler | None = None
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The resolved checkpoint (config and tensor index only; opened on first use)."""
+        if self._checkpoint is None:
+            guard = self._settings.guard
+            self._checkpoint = resolve_guard_checkpoint(
+                guard.checkpoint, allow_test_checkpoint=guard.allow_test_checkpoint
+            )
+            if self._checkpoint.is_test_checkpoint:
+                logger.warning("guard model %s has RANDOM weights: test use only", self._checkpoint.model_id)
+        return self._checkpoint
+
+    @property
+    def info(self) -> ModelInfo:
+        checkpoint = self.checkpoint
+        labels = checkpoint.config.labels
+        return ModelInfo(
+            model_id=checkpoint.model_id,
+            revision=checkpoint.revision,
+            tier=TIER,
+            query_categories=labels.query.categories,
+            response_categories=labels.response.categories,
+            is_test_checkpoint=checkpoint.is_test_checkpoint,
+        )
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        if self._chat_format is None:
+            from workers.engine.template import ChatFormat
+
+            self._chat_format = ChatFormat.from_pretrained(self.checkpoint.path)
+        return self._chat_format
+
+    @property
+    def runner(self) -> BatchRunner:
+        """The loaded engine (after ``start()``)."""
+        if self._runner is None:
+            raise RuntimeError("StreamBackend.start() has not been called")
+        return self._runner
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise RuntimeError("StreamBackend.start() has not been called")
+        return self._scheduler
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._scheduler is not None:
+                return
+            engine = self._settings.engine
+            chat_format = await asyncio.to_thread(lambda: self.chat_format)
+            runner = await asyncio.to_thread(self._load_runner)
+            scheduler = Scheduler(
+                runner,
+                max_batch_tokens=engine.max_batch_tokens,
+                max_batch_rows=engine.max_batch_rows,
+                max_wait_s=engine.max_wait_ms / 1000.0,
+                response_prefix=chat_format.response_prefix,
+            )
+            await scheduler.start()
+            self._runner, self._scheduler = runner, scheduler
+
+    def _load_runner(self) -> BatchRunner:
+        from workers.engine.model import load_guard_model
+        from workers.engine.runner import BatchRunner, resolve_device, resolve_dtype
+
+        engine = self._settings.engine
+        device = resolve_device(engine.device)
+        dtype = resolve_dtype(engine.dtype, device)
+        model = load_guard_model(self.checkpoint, device=device, dtype=dtype)
+        return BatchRunner(
+            model,
+            kv_budget_bytes=engine.kv_budget_bytes,
+            page_size=engine.page_size,
+            attention=engine.attention,
+        )
+
+    async def close(self) -> None:
+        async with self._start_lock:
+            scheduler, self._scheduler = self._scheduler, None
+            runner, self._runner = self._runner, None
+            if scheduler is not None:
+                await scheduler.close()
+            if runner is not None and runner.device.type == "cuda":
+                import torch
+
+                del runner
+                torch.cuda.empty_cache()
+
+    async def score_prompt(self, request: PromptRequest) -> PromptScores:
+        scores = await self.scheduler.score_prompt(PromptJob(request.key, request.token_ids))
+        return PromptScores(
+            risk=scores.risk[0],
+            category=int(scores.category[0]),
+            category_prob=float(scores.category_prob[0]),
+            tier=TIER,
+        )
+
+    async def score_response(self, request: ResponseRequest) -> ResponseScores:
+        scores = await self.scheduler.score_response(
+            ResponseJob(request.key, request.offset, request.new_ids, request.history)
+        )
+        return ResponseScores(risk=scores.risk, category=scores.category, category_prob=scores.category_prob)
+
+    def release(self, key: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.release(key)
