@@ -1,0 +1,159 @@
+"""Commands: ``train prefilter``, ``eval`` and ``bench prefilter``.
+
+streamwarden train prefilter --out workers/models/prefilter --seed 0
+streamwarden eval --guard prefilter|stream|cascade [--policy strict|loose|both] [--sets ...] [--limit N]
+streamwarden bench prefilter [--prompts 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workers.guards.datasets.registry import EVALUATION_SETS, dataset_root
+from workers.guards.evaluation import GUARDS
+from workers.guards.metrics import POLICIES
+from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from workers.guards.metrics import Policy
+
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+logger = logging.getLogger(__name__)
+
+DOCS = Path("docs")
+EMBEDDING_CACHE = Path(".streamwarden/cache/embeddings")
+
+
+def command_group(subparsers: Subparsers, name: str, help_text: str) -> Subparsers:
+    """The subcommands of top-level command ``name``, creating the group unless a module registered
+    before this one already did (``bench`` is shared with ``workers.bench.commands``).
+
+    argparse has no public accessor for an existing parser's subcommands, so it is found among the
+    parser's actions.
+    """
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=f"{name}_kind", required=True, metavar="KIND")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise ValueError(f"command {name!r} is registered without subcommands; cannot add to it")
+
+
+def register(subparsers: Subparsers) -> None:
+    train_targets = command_group(subparsers, "train", "train a model that ships with the project")
+    prefilter = train_targets.add_parser("prefilter", help="train the prefilter head (encoder + risk/category head)")
+    prefilter.add_argument("--out", type=Path, required=True, help="directory for head.safetensors and meta.json")
+    prefilter.add_argument("--seed", type=int, default=0, help="seed of the subset, validation split and training")
+    prefilter.add_argument("--subset", type=int, default=None, help="train on a seeded sample of N records")
+    prefilter.add_argument("--encoder", default="default", help="sentence-transformers model (default: MiniLM)")
+    prefilter.add_argument("--encoder-dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    prefilter.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: shared/datasets)")
+    prefilter.add_argument("--cache-dir", type=Path, default=EMBEDDING_CACHE, help="embedding cache")
+    prefilter.set_defaults(handler=_train_prefilter)
+
+    evaluate = subparsers.add_parser("eval", help="score a guard on the evaluation-only datasets")
+    evaluate.add_argument("--guard", choices=GUARDS, required=True)
+    evaluate.add_argument("--policy", choices=(*POLICIES, "both"), default="both")
+    evaluate.add_argument("--sets", nargs="+", choices=EVALUATION_SETS, default=list(EVALUATION_SETS))
+    evaluate.add_argument("--limit", type=int, default=None, help="score a seeded sample of N prompts per set")
+    evaluate.add_argument("--concurrency", type=int, default=64, help="prompts in flight at once")
+    evaluate.add_argument("--out-dir", type=Path, default=DOCS, help="where quality_<guard>.json and plots go")
+    evaluate.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: shared/datasets)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    bench_targets = command_group(
+        subparsers, "bench", "benchmarks (ratios against a baseline measured in the same run)"
+    )
+    bench_prefilter = bench_targets.add_parser("prefilter", help="prefilter latency (p50/p99) and throughput on CPU")
+    bench_prefilter.add_argument("--prompts", type=int, default=500, help="ToxicChat test prompts to time")
+    bench_prefilter.add_argument("--batch-size", type=int, default=64)
+    bench_prefilter.add_argument("--data-dir", type=Path, default=None)
+    bench_prefilter.set_defaults(handler=_bench_prefilter)
+
+
+def _train_prefilter(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.guards.train_prefilter import TrainConfig, train
+
+    meta = train(
+        TrainConfig(
+            out=args.out,
+            seed=args.seed,
+            subset=args.subset,
+            encoder=args.encoder,
+            encoder_dtype=args.encoder_dtype,
+            data_root=args.data_dir,
+            cache_dir=args.cache_dir,
+        )
+    )
+    validation = meta.training["validation"]
+    logger.info(
+        "validation F1 strict %.3f loose %.3f; the thresholds decide %.1f%% of validation prompts",
+        validation["strict"]["f1"] or 0.0,
+        validation["loose"]["f1"] or 0.0,
+        100 * validation["decided_share"],
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from workers.guards import report
+    from workers.guards.datasets.corpus import evaluation_sets
+    from workers.guards.evaluation import build_guard, evaluate, sample
+
+    policies: list[Policy] = list(POLICIES) if args.policy == "both" else [args.policy]
+    sets = {
+        name: sample(records, args.limit)
+        for name, records in evaluation_sets(dataset_root(args.data_dir), args.sets).items()
+    }
+    backend = build_guard(args.guard, settings)
+    result: dict[str, Any] = asyncio.run(evaluate(args.guard, backend, sets, policies, concurrency=args.concurrency))
+    result["limit"] = args.limit
+    console = Console()
+    report.print_report(result, console)
+    path = report.write_json(result, args.out_dir / f"quality_{args.guard}.json")
+    plots = report.plot(result, args.out_dir)
+    console.print(f"wrote {path} and {', '.join(map(str, plots))}")
+    return 0
+
+
+def _bench_prefilter(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from workers.guards.bench import run
+
+    result = run(settings, dataset_root(args.data_dir), count=args.prompts, batch_size=args.batch_size)
+    console = Console()
+    machine, prompts = result["machine"], result["prompts"]
+    console.print(
+        f"CPU: {machine['cpu']}, {machine['cores']} cores ({machine['torch_threads']} torch threads), "
+        f"torch {machine['torch']}, load average {machine['load_average_1min']:.2f}; "
+        f"{prompts['count']} ToxicChat test prompts, median {prompts['tokens_median']} tokens, "
+        f"p99 {prompts['tokens_p99']:.0f}"
+    )
+    table = Table(title="prefilter, one prompt at a time (warm)")
+    for column in ("path", "p50 ms", "p99 ms", "mean ms"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for row in result["latency"]:
+        table.add_row(row.name, f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}", f"{row.mean_ms:.2f}")
+    console.print(table)
+    throughput = result["throughput"]
+    agreement = result["argmax_agreement_with_float32_baseline"]
+    console.print(
+        f"p50 speed-up over the baseline: {result['speedup_p50_vs_baseline']:.2f}x; "
+        f"throughput one at a time {throughput['single_per_s']:.0f}/s, batched ({throughput['batch_size']}) "
+        f"{throughput['batched_per_s']:.0f}/s = {throughput['batched_vs_single']:.2f}x; "
+        f"argmax agreement with the float32 baseline {100 * agreement:.1f}%"
+    )
+    return 0

@@ -1,0 +1,87 @@
+"""``meta.json`` of a prefilter head: what it expects, what it decides, and how it was made."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+META_FILE = "meta.json"
+HEAD_FILE = "head.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When the prefilter decides on its own; everything else escalates (see ``thresholds``)."""
+
+    unsafe: float
+    """Block without escalation when P(unsafe) >= this."""
+    safe: float
+    """Allow without escalation when P(safe) >= this."""
+    rule: str
+    """How the two numbers were chosen, in words."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefilterMeta:
+    """Everything needed to load a head and to know where it came from.
+
+    ``risk_labels`` is the column order of the risk head (``RISK_ORDER``); ``categories`` that of
+    the category head. ``probe`` identifies the encoder (``Encoder.probe``). ``training`` records
+    the command, seed, datasets, corpus fingerprint, hyperparameters and validation metrics.
+    """
+
+    encoder: str
+    encoder_dtype: str
+    embedding_dim: int
+    hidden: int
+    risk_labels: tuple[str, ...]
+    categories: tuple[str, ...]
+    thresholds: Thresholds
+    probe: tuple[float, ...]
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def write(self, directory: Path) -> Path:
+        path = directory / META_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> PrefilterMeta:
+        """Read ``directory/meta.json``.
+
+        Raises:
+            FileNotFoundError: no meta.json there.
+            ValueError: a format this code does not read.
+        """
+        data = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{directory / META_FILE}: format_version {version} is not {FORMAT_VERSION}")
+        return cls(
+            encoder=data["encoder"],
+            encoder_dtype=data["encoder_dtype"],
+            embedding_dim=int(data["embedding_dim"]),
+            hidden=int(data["hidden"]),
+            risk_labels=tuple(data["risk_labels"]),
+            categories=tuple(data["categories"]),
+            thresholds=Thresholds(**data["thresholds"]),
+            probe=tuple(float(x) for x in data["probe"]),
+            training=dict(data["training"]),
+        )
+
+
+def default_model_dir() -> Path:
+    """``workers/models/prefilter``: the head that ships with the project."""
+    return Path(__file__).resolve().parents[1] / "models" / "prefilter"
+
+
+def resolve_model_dir(name: str) -> Path:
+    """``"default"`` is the shipped head; anything else is a directory holding meta.json."""
+    path = default_model_dir() if name == "default" else Path(name)
+    if not (path / META_FILE).is_file():
+        raise FileNotFoundError(f"no prefilter head at {path} (expected {META_FILE} and {HEAD_FILE})")
+    return path
