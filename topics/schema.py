@@ -53,9 +53,7 @@ def _object_schema(cls: type[Any], defs: dict[str, Any]) -> dict[str, Any]:
         props[f.name] = _type_schema(hints[f.name], defs) | _FIELD_EXTRAS.get(f.name, {})
         if f.name == "token_ids":
             props[f.name] = _nullable({"type": "array", "items": _TOKEN_ID})
-        if f.name == "kind" or (
-            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ):
+        if f.name == "kind" or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
             required.append(f.name)
     return {"type": "object", "properties": props, "required": required, "additionalProperties": True}
 

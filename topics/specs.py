@@ -39,12 +39,8 @@ class TopicSpec:
 TOPIC_SPECS: Mapping[Topic, TopicSpec] = {
     Topic.PROMPTS: TopicSpec(topic=Topic.PROMPTS, partitions=8, value_type=ev.PromptEvent),
     Topic.TOKENS: TopicSpec(topic=Topic.TOKENS, partitions=8, value_type=ev.TokenChunkEvent),
-    Topic.VERDICTS: TopicSpec(
-        topic=Topic.VERDICTS, partitions=8, retention_ms=30 * DAY_MS, value_type=ev.VerdictEvent
-    ),
-    Topic.CONTROL: TopicSpec(
-        topic=Topic.CONTROL, partitions=8, retention_ms=DAY_MS, value_type=ev.ControlEvent
-    ),
+    Topic.VERDICTS: TopicSpec(topic=Topic.VERDICTS, partitions=8, retention_ms=30 * DAY_MS, value_type=ev.VerdictEvent),
+    Topic.CONTROL: TopicSpec(topic=Topic.CONTROL, partitions=8, retention_ms=DAY_MS, value_type=ev.ControlEvent),
     Topic.DEAD_LETTER: TopicSpec(
         topic=Topic.DEAD_LETTER, partitions=1, retention_ms=30 * DAY_MS, value_type=ev.DeadLetter
     ),

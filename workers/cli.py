@@ -19,7 +19,13 @@ from workers.settings import ConfigError, Settings, load_settings
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 # Modules exposing ``register(subparsers)``; each adds its own subcommands.
-COMMAND_MODULES: tuple[str, ...] = ("workers.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "workers.commands",
+    "workers.infra.commands",
+    "workers.engine.commands",
+    "workers.bench.commands",
+    "workers.guards.commands",  # after workers.bench.commands: it adds `prefilter` to that `bench` group
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,12 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
+    # Logs go to stderr: stdout is for command output (``infra up`` prints shell exports).
     logging.basicConfig(
         level=level.upper(),
         format="%(name)s: %(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=True)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)],
     )
 
 

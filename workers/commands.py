@@ -1,10 +1,11 @@
-"""Core commands: ``worker``, ``config show``, ``topics create``, ``demo``."""
+"""Core commands: ``worker`` and ``config``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from workers.settings import Settings
 
@@ -12,9 +13,64 @@ from workers.settings import Settings
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = subparsers.add_parser("config", help="show the effective configuration (secrets masked)")
     config.set_defaults(handler=_config_show)
+    register_worker(subparsers)
+    demo = subparsers.add_parser("demo", help="run the live demo on a local Kafka and Redis")
+    demo.add_argument("--words-per-second", type=float, default=12.0, help="streaming speed of the fake LLM")
+    demo.add_argument("--run-dir", type=Path, default=Path(".streamwarden/demo"), help="logs and data")
+    demo.set_defaults(handler=_demo)
+    archive = subparsers.add_parser("archive", help="archive verdicts to Parquet (a compliance consumer)")
+    archive.add_argument("--out", type=Path, required=True, help="directory of the Parquet dataset")
+    archive.add_argument("--group-id", default="streamwarden-archive", help="consumer group of the archivers")
+    archive.add_argument("--flush-every", type=int, default=10_000, help="verdicts per file, at most")
+    archive.add_argument("--flush-seconds", type=float, default=30.0, help="longest wait before a flush")
+    archive.add_argument("--stop-after", type=int, default=None, help="exit after archiving this many")
+    archive.set_defaults(handler=_archive)
 
 
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     json.dump(settings.redacted(), sys.stdout, indent=2)
     sys.stdout.write("\n")
+    return 0
+
+
+def register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = subparsers.add_parser("worker", help="run a guard worker (joins the consumer group)")
+    worker.add_argument("--ready-file", type=Path, help="written once the model is loaded and consuming")
+    worker.set_defaults(handler=_worker)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.worker import run_worker
+
+    return run_worker(settings, ready_file=args.ready_file)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from workers.demo.run import run_demo
+
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=Console()))
+
+
+def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from workers.archive import archive
+
+    written = asyncio.run(
+        archive(
+            settings.kafka.bootstrap_servers,
+            settings.kafka.topic_prefix,
+            args.out,
+            group_id=args.group_id,
+            flush_every=args.flush_every,
+            flush_s=args.flush_seconds,
+            stop_after=args.stop_after,
+        )
+    )
+    sys.stdout.write(f"archived {written} verdicts to {args.out}\n")
     return 0

@@ -52,11 +52,19 @@ class EngineSettings(_Section):
     max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for others")
     kv_budget_bytes: int = Field(2 << 30, ge=1 << 20, description="KV cache memory budget")
     page_size: int = Field(16, ge=1, description="Tokens per KV page")
+    attention: Literal["auto", "padded", "paged", "varlen"] = Field(
+        "auto",
+        description="KV attention path: padded (transformers cache, gathered and padded per step), paged "
+        "(attention over the KV pages), varlen (CUDA kernel reading the pages in place); auto = varlen "
+        "on CUDA in 16-bit, else paged",
+    )
 
 
 class GuardSettings(_Section):
-    backend: Literal["stream", "cascade", "prefilter", "rules"] = Field(
-        "cascade", description="Which guard judges: the stream model, the prefilter cascade, or rules"
+    backend: Literal["stream", "cascade", "prefilter"] = Field(
+        "cascade",
+        description="Which guard judges: the stream model alone, or the prefilter cascading to it "
+        "('prefilter' alone serves evaluation only: it judges no responses)",
     )
     checkpoint: str = Field(
         "auto",
@@ -148,7 +156,6 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})" for err in exc.errors()
         ]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -17,9 +17,7 @@ def turn(cid: str = "c1", mid: str = "m1", epoch: int = 1, prompt: int = 5) -> T
 
 
 def upd(n: int, *, cut: str = "", final: bool = False) -> ChunkUpdate:
-    return ChunkUpdate(
-        response_tokens=n, tokenizer_state='{"p":"x"}', carry='{"prev":"safe"}', cutoff=cut, final=final
-    )
+    return ChunkUpdate(response_tokens=n, tokenizer_state='{"p":"x"}', carry='{"prev":"safe"}', cutoff=cut, final=final)
 
 
 class StoreContract:
@@ -58,16 +56,10 @@ class StoreContract:
 
     async def test_chunks_apply_in_order_only(self, store: ConversationStore) -> None:
         await store.open_turn(turn(), [1] * 5)
+        assert await store.apply_chunk("c1", "m1", epoch=1, seq=1, new_ids=[9], update=upd(1)) is ApplyStatus.GAP
+        assert await store.apply_chunk("c1", "m1", epoch=1, seq=0, new_ids=[7, 8], update=upd(2)) is ApplyStatus.OK
         assert (
-            await store.apply_chunk("c1", "m1", epoch=1, seq=1, new_ids=[9], update=upd(1)) is ApplyStatus.GAP
-        )
-        assert (
-            await store.apply_chunk("c1", "m1", epoch=1, seq=0, new_ids=[7, 8], update=upd(2))
-            is ApplyStatus.OK
-        )
-        assert (
-            await store.apply_chunk("c1", "m1", epoch=1, seq=0, new_ids=[7, 8], update=upd(2))
-            is ApplyStatus.DUPLICATE
+            await store.apply_chunk("c1", "m1", epoch=1, seq=0, new_ids=[7, 8], update=upd(2)) is ApplyStatus.DUPLICATE
         )
         assert (
             await store.apply_chunk("c1", "m1", epoch=1, seq=1, new_ids=[9], update=upd(3, final=True))
@@ -88,13 +80,8 @@ class StoreContract:
     async def test_epoch_fencing(self, store: ConversationStore) -> None:
         await store.open_turn(turn(epoch=1), [1] * 5)
         # A new owner (epoch 2) writes; the old owner (epoch 1) is then refused.
-        assert (
-            await store.apply_chunk("c1", "m1", epoch=2, seq=0, new_ids=[7], update=upd(1)) is ApplyStatus.OK
-        )
-        assert (
-            await store.apply_chunk("c1", "m1", epoch=1, seq=1, new_ids=[8], update=upd(2))
-            is ApplyStatus.FENCED
-        )
+        assert await store.apply_chunk("c1", "m1", epoch=2, seq=0, new_ids=[7], update=upd(1)) is ApplyStatus.OK
+        assert await store.apply_chunk("c1", "m1", epoch=1, seq=1, new_ids=[8], update=upd(2)) is ApplyStatus.FENCED
         assert await store.open_turn(turn(mid="m2", epoch=1, prompt=1), [3]) is ApplyStatus.FENCED
         state = await store.load("c1")
         assert state is not None and (state.epoch, state.next_seq, state.message_id) == (2, 1, "m1")

@@ -11,9 +11,7 @@ from workers.moderation.lanes import ConversationRouter, Outcome, Work
 
 
 def _delivery(offset: int = 0) -> Delivery:
-    return Delivery(
-        topic="t", partition=0, offset=offset, key=b"c", value=b"{}", received=time.perf_counter()
-    )
+    return Delivery(topic="t", partition=0, offset=offset, key=b"c", value=b"{}", received=time.perf_counter())
 
 
 def prompt(cid: str) -> PromptEvent:

@@ -1,0 +1,49 @@
+"""The ConversationStore contract against a real Redis (the same suite the in-memory twin passes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from tests.contracts.state import StoreContract, turn
+from workers.state import keys
+from workers.state.redis_store import RedisStore
+
+pytestmark = pytest.mark.integration
+
+
+class TestRedisStore(StoreContract):
+    @pytest_asyncio.fixture
+    async def store(self, redis_url: str) -> AsyncIterator[RedisStore]:
+        s = RedisStore(redis_url, namespace=f"t{uuid.uuid4().hex[:8]}", ttl_s=60)
+        yield s
+        await s.aclose()
+
+
+async def test_every_write_sets_a_ttl(redis_url: str, redis_client: aioredis.Redis) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_url, namespace=ns, ttl_s=120)
+    try:
+        await store.open_turn(turn(), [1] * 5)
+        for key in (keys.conv_key(ns, "c1"), keys.log_key(ns, "c1")):
+            ttl = await redis_client.pttl(key)
+            assert 100_000 < ttl <= 120_000, (key, ttl)
+    finally:
+        await store.aclose()
+
+
+async def test_records_expire(redis_url: str) -> None:
+    store = RedisStore(redis_url, namespace=f"t{uuid.uuid4().hex[:8]}", ttl_s=60)
+    store._ttl_ms = 200  # the setting's floor is a minute; shorten it to watch expiry happen
+    try:
+        await store.open_turn(turn(), [1] * 5)
+        await asyncio.sleep(0.5)
+        assert await store.load("c1") is None
+        assert await store.read_log("c1") == []
+    finally:
+        await store.aclose()

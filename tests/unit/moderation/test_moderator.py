@@ -1,0 +1,213 @@
+"""The moderator against fakes: effects, their order, the token log, cut-offs, and failure handling."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fakes import FakeBackend
+from topics.events import (
+    Action,
+    ControlEvent,
+    DeadLetter,
+    Message,
+    PromptEvent,
+    Risk,
+    Role,
+    Stage,
+    TokenChunkEvent,
+    VerdictEvent,
+    VerdictStatus,
+)
+from workers.engine.debounce import Policy
+from workers.moderation.delivery import Delivery
+from workers.moderation.lanes import Outcome, Work
+from workers.moderation.moderator import Moderator, ModeratorConfig
+from workers.moderation.sink import RecordingSink
+from workers.state.memory_store import MemoryStore
+
+CONFIG = ModeratorConfig(worker_id="w-test", default_policy=Policy.STRICT, dlq_payload_bytes=1024)
+
+
+class Harness:
+    def __init__(self, store: MemoryStore | None = None, backend: FakeBackend | None = None) -> None:
+        self.backend = backend or FakeBackend()
+        self.store = store or MemoryStore()
+        self.sink = RecordingSink()
+        self.moderator = Moderator(self.backend, self.store, self.sink, CONFIG)
+        self.acks = 0
+        self.offset = 0
+
+    async def feed(self, event: PromptEvent | TokenChunkEvent) -> Outcome:
+        self.offset += 1
+
+        async def ack() -> None:
+            self.acks += 1
+
+        topic = "guard.prompts" if isinstance(event, PromptEvent) else "guard.tokens"
+        delivery = Delivery(topic, 0, self.offset, event.conversation_id.encode(), b"{}", time.perf_counter())
+        return await self.moderator.handle(Work(event=event, delivery=delivery, ack=ack))
+
+    async def prompt(self, cid: str, text: str = "Hello there", policy: str | None = None) -> Outcome:
+        return await self.feed(
+            PromptEvent(
+                conversation_id=cid, message_id="m1", messages=(Message(role=Role.USER, content=text),), policy=policy
+            )
+        )
+
+    async def chunk(self, cid: str, seq: int, text: str, final: bool = False) -> Outcome:
+        return await self.feed(TokenChunkEvent(conversation_id=cid, message_id="m1", seq=seq, text=text, final=final))
+
+    def verdicts(self, stage: Stage | None = None) -> list[VerdictEvent]:
+        return [v for v in self.sink.of_type(VerdictEvent) if stage is None or v.stage is stage]
+
+
+async def test_safe_prompt_and_answer() -> None:
+    h = Harness()
+    assert await h.prompt("c") is Outcome.APPLIED
+    pieces = ["The river ", "flows to ", "the sea", "."]
+    for seq, piece in enumerate(pieces):
+        assert await h.chunk("c", seq, piece) is Outcome.APPLIED
+    assert await h.chunk("c", len(pieces), "", final=True) is Outcome.APPLIED
+    (prompt,) = h.verdicts(Stage.PROMPT)
+    assert (prompt.risk, prompt.action, prompt.model_id, prompt.worker_id) == (
+        Risk.SAFE,
+        Action.ALLOW,
+        "fake",
+        "w-test",
+    )
+    chunks = h.verdicts(Stage.RESPONSE)
+    assert [v.seq for v in chunks] == [0, 1, 2, 3, 4]
+    assert chunks[0].token_start == 0
+    assert [v.token_start for v in chunks[1:]] == [v.token_end for v in chunks[:-1]]
+    assert h.acks == 6 and not h.sink.of_type(ControlEvent) and not h.sink.of_type(DeadLetter)
+
+    # The token log is exactly: rendered prompt, scaffold, the whole answer tokenised at once, end of turn.
+    chat = h.backend.chat
+    text = "".join(pieces)
+    expected = (
+        chat.render_prompt([Message(role=Role.USER, content="Hello there")])
+        + list(chat.response_prefix)
+        + chat.encode_text(text)
+        + list(chat.response_suffix)
+    )
+    assert await h.store.read_log("c") == expected
+    assert chunks[-1].token_end == len(chat.encode_text(text)) + len(chat.response_suffix)
+    assert h.backend.history_calls == 0  # the cache stayed warm: no rebuilds
+    assert h.backend.released == ["c\x1fm1"]
+
+
+async def test_unsafe_answer_is_cut_once_and_later_chunks_are_acknowledged() -> None:
+    h = Harness()
+    await h.prompt("c")
+    await h.chunk("c", 0, "Sure, here is how: ")
+    await h.chunk("c", 1, "BAD BAD things happen")
+    await h.chunk("c", 2, " and more")
+    await h.chunk("c", 3, "", final=True)
+    (control,) = h.sink.of_type(ControlEvent)
+    assert (control.seq, control.stage, control.risk, control.category) == (1, Stage.RESPONSE, Risk.UNSAFE, "Violent")
+    chunks = h.verdicts(Stage.RESPONSE)
+    assert chunks[1].action is Action.CUTOFF and chunks[1].flagged_token == control.token_index
+    assert [v.status for v in chunks[2:]] == [VerdictStatus.AFTER_CUTOFF] * 2
+    assert all(v.action is Action.CUTOFF and v.risk is Risk.UNSAFE for v in chunks[2:])
+    assert len(h.backend.responses) == 2  # nothing after the cut was scored
+    assert h.acks == 5
+
+
+async def test_controversial_answer_flags_under_loose_policy() -> None:
+    h = Harness()
+    await h.prompt("c", policy="loose")
+    await h.chunk("c", 0, "Well MEH MEH maybe")
+    (v,) = h.verdicts(Stage.RESPONSE)
+    assert (v.risk, v.action, v.policy) == (Risk.CONTROVERSIAL, Action.FLAG, "loose")
+    assert not h.sink.of_type(ControlEvent)
+
+
+async def test_unsafe_prompt_is_cut_and_answer_not_scored() -> None:
+    h = Harness()
+    await h.prompt("c", text="do BAD things")
+    await h.chunk("c", 0, "ok")
+    (control,) = h.sink.of_type(ControlEvent)
+    assert control.stage is Stage.PROMPT
+    (v,) = h.verdicts(Stage.RESPONSE)
+    assert v.status is VerdictStatus.AFTER_CUTOFF
+    assert not h.backend.responses
+
+
+async def test_chunk_before_prompt_waits_and_gaps_wait() -> None:
+    h = Harness()
+    assert await h.chunk("c", 0, "early") is Outcome.WAIT_PROMPT
+    await h.prompt("c")
+    assert await h.chunk("c", 1, "ahead") is Outcome.WAIT_SEQ
+    assert await h.chunk("c", 0, "early") is Outcome.APPLIED
+    assert await h.chunk("c", 1, "ahead") is Outcome.APPLIED
+    assert h.acks == 3
+
+
+async def test_duplicates_are_dead_lettered_not_re_moderated() -> None:
+    h = Harness()
+    await h.prompt("c")
+    await h.chunk("c", 0, "one ")
+    assert await h.chunk("c", 0, "one ") is Outcome.DONE
+    assert await h.prompt("c") is Outcome.DONE
+    reasons = [d.reason for d in h.sink.of_type(DeadLetter)]
+    assert reasons == ["duplicate_seq", "duplicate_prompt"]
+    assert len(h.verdicts()) == 2
+    assert h.acks == 4
+
+
+async def test_another_worker_resumes_from_the_store() -> None:
+    store = MemoryStore()
+    first = Harness(store)
+    await first.prompt("c")
+    await first.chunk("c", 0, "Rivers are long and ")
+    # A new owner: fresh caches, fresh engine; it must rebuild from the token log.
+    second = Harness(store)
+    await second.moderator.on_assigned([0])
+    await second.chunk("c", 1, "wet. BAD BAD and more words")
+    assert second.backend.history_calls == 1
+    (control,) = second.sink.of_type(ControlEvent)
+    (v,) = second.verdicts(Stage.RESPONSE)
+    first_v = first.verdicts(Stage.RESPONSE)[0]
+    assert v.token_start == first_v.token_end
+    assert control.token_index is not None and control.token_index >= v.token_start
+
+
+async def test_stale_owner_is_fenced() -> None:
+    store = MemoryStore()
+    old, new = Harness(store), Harness(store)
+    await old.moderator.on_assigned([0])
+    await old.prompt("c")
+    await new.moderator.on_assigned([0])  # the partition moved: newer epoch
+    await new.chunk("c", 0, "from the new owner ")
+    assert await old.chunk("c", 0, "from the old owner ") is Outcome.DONE  # refused by the store, acknowledged
+    state = await store.load("c")
+    assert state is not None and state.next_seq == 1 and state.epoch == 2
+    assert not old.sink.of_type(DeadLetter)
+
+
+async def test_bad_policy_and_malformed_token_ids_are_dead_lettered() -> None:
+    h = Harness()
+    await h.prompt("a", policy="bogus")
+    await h.feed(PromptEvent(conversation_id="b", message_id="m1", token_ids=(1, 2, 3)))
+    letters = h.sink.of_type(DeadLetter)
+    assert [(d.reason, d.field) for d in letters] == [("invalid_value", "policy"), ("invalid_value", "token_ids")]
+    assert all(d.source_topic == "guard.prompts" and d.worker_id == "w-test" for d in letters)
+    assert not h.verdicts() and h.acks == 2
+
+
+async def test_backend_failure_is_dead_lettered_and_the_next_event_proceeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    await h.prompt("c")
+
+    async def boom(request: object) -> object:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(h.backend, "score_response", boom)
+    assert await h.chunk("c", 0, "some words to score") is Outcome.DONE
+    (letter,) = h.sink.of_type(DeadLetter)
+    assert letter.reason == "processing_error" and "device lost" in letter.detail
+    monkeypatch.undo()
+    await h.prompt("d")
+    assert await h.chunk("d", 0, "fine") is Outcome.APPLIED

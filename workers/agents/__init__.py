@@ -1,0 +1,1 @@
+"""faust agents: the thin Kafka boundary of the worker (decode, dispatch, publish, acknowledge)."""

@@ -1,0 +1,144 @@
+"""The worker's faust app: built by ``create_app(settings, runtime)``, nothing at import time.
+
+One app per worker process. Agents consume prompts and tokens; the guard backend, the Redis store
+and the lanes live in ``WorkerRuntime``, started and stopped with the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from mode import Service
+
+from topics.events import PromptEvent, TokenChunkEvent
+from topics.names import Topic
+from workers.agents.emit import KafkaSink
+from workers.agents.ingest import Ingest
+from workers.backends.base import GuardBackend
+from workers.engine.debounce import Policy
+from workers.metrics import NullSensor, Sensor
+from workers.moderation.lanes import ConversationRouter
+from workers.moderation.moderator import Moderator, ModeratorConfig
+from workers.settings import Settings
+from workers.state.redis_store import RedisStore
+
+logger = logging.getLogger(__name__)
+
+
+def worker_id(settings: Settings) -> str:
+    return settings.worker.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class WorkerRuntime(Service):
+    """Everything a worker holds besides faust: backend, store, moderator, lanes."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, backend: GuardBackend, sensor: Sensor, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.on_ready: list[Callable[[], object]] = []
+        self.settings = settings
+        self.backend = backend
+        self.store = RedisStore(
+            settings.redis.url.get_secret_value(),
+            namespace=settings.redis.namespace,
+            ttl_s=settings.redis.ttl_s,
+        )
+        self.moderator = Moderator(
+            backend,
+            self.store,
+            KafkaSink(app, settings.kafka.topic_prefix),
+            ModeratorConfig(
+                worker_id=worker_id(settings),
+                default_policy=Policy(settings.guard.policy),
+                dlq_payload_bytes=settings.kafka.dlq_payload_bytes,
+            ),
+            sensor,
+        )
+        w = settings.worker
+        self.router = ConversationRouter(
+            self.moderator,
+            max_in_flight=w.max_in_flight,
+            prompt_wait_s=w.prompt_wait_s,
+            reorder_window=w.reorder_window,
+            reorder_wait_s=w.reorder_wait_s,
+        )
+        self.ingest = Ingest(self.moderator, self.router, max_bytes=settings.kafka.max_message_bytes, sensor=sensor)
+
+        self.ready = asyncio.Event()
+
+    async def on_start(self) -> None:
+        await self.store.ping()
+        await self.backend.start()
+        logger.info("guard backend ready: %s", self.backend.info.model_id)
+        self.ready.set()
+        for callback in self.on_ready:
+            callback()
+
+    async def on_stop(self) -> None:
+        await self.router.aclose()
+        await self.backend.close()
+        await self.store.aclose()
+
+
+def create_app(
+    settings: Settings, backend: GuardBackend, *, sensor: Sensor | None = None
+) -> tuple[faust.App, WorkerRuntime]:
+    """The faust app with its agents, and the runtime it starts."""
+    k = settings.kafka
+    app = faust.App(
+        k.group_id,
+        broker=[f"kafka://{server.strip()}" for server in k.bootstrap_servers.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        broker_commit_interval=k.commit_interval_s,
+        producer_acks=-1,
+        producer_linger=k.producer_linger_ms / 1000,
+        producer_max_request_size=max(k.max_message_bytes, 1 << 20) + (64 << 10),
+        consumer_max_fetch_size=max(k.max_message_bytes, 1 << 20) + (64 << 10),
+        stream_wait_empty=False,
+    )
+    runtime = WorkerRuntime(app, settings, backend, sensor or NullSensor())
+    app.service(runtime)  # type: ignore[arg-type]  # faust accepts instances, its stub says classes
+
+    def topic(which: Topic) -> faust.TopicT:
+        return app.topic(
+            which.full_name(k.topic_prefix),
+            key_type=bytes,
+            value_type=bytes,
+            partitions=k.partitions,
+            internal=False,
+        )
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned: set[Any] = args[0] if args else kwargs["assigned"]
+        await runtime.moderator.on_assigned(sorted({tp.partition for tp in assigned}))
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    @app.agent(topic(Topic.PROMPTS), name="prompts")
+    async def prompts(stream: faust.StreamT[Any]) -> None:
+        await runtime.ready.wait()  # the model loads after faust starts consuming
+        await runtime.ingest.consume(stream, PromptEvent)
+
+    @app.agent(topic(Topic.TOKENS), name="tokens")
+    async def tokens(stream: faust.StreamT[Any]) -> None:
+        await runtime.ready.wait()
+        await runtime.ingest.consume(stream, TokenChunkEvent)
+
+    return app, runtime

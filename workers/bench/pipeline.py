@@ -1,0 +1,316 @@
+"""``streamwarden bench pipeline``: end-to-end latency and throughput on a real Kafka and Redis.
+
+Two runs under the same offered load (``rate`` chunks/s spread over ``conversations`` streaming
+conversations), measured from the same producer and consumer code:
+
+- baseline: a bare relay process (consume the tokens topic as a group, re-publish each record to
+  the verdicts topic): the floor that Kafka and two hops impose on this machine;
+- pipeline: a real guard worker (engine, Redis state, verdicts, cut-offs) with the planted tiny
+  test model, so that chosen conversations turn unsafe at known chunks.
+
+Reported: chunk published -> verdict consumed latency (p50/p99) for both and their difference,
+throughput, and for the conversations that turn unsafe the cut-off latency (triggering chunk
+published -> ControlEvent received by the producer) and how many chunks the producer published
+after the triggering one before it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+from topics import codec
+from topics.errors import DecodeError
+from topics.events import Message, Role, Stage, TokenChunkEvent, VerdictEvent
+from topics.names import Topic
+from workers.client import GuardClient
+from workers.engine.planted import make_planted_checkpoint
+from workers.infra import LocalKafka, LocalRedis, ensure_topics
+from workers.runner import REPO_ROOT, WorkerProcess
+
+WORDS = ("the", "river", "runs", "past", "old", "stone", "bridges", "and", "quiet", "fields", "toward", "the", "sea")
+
+
+@dataclass
+class Load:
+    rate: float
+    conversations: int
+    duration_s: float
+    warmup_s: float
+    words_per_chunk: int
+    unsafe_share: float
+    seed: int
+
+
+@dataclass
+class Result:
+    name: str
+    offered_rate: float
+    chunks_published: int
+    chunks_measured: int
+    throughput_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    cutoffs: int = 0
+    cutoff_p50_ms: float | None = None
+    cutoff_p99_ms: float | None = None
+    leaked_max: int | None = None
+    leaked_mean: float | None = None
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+
+class Recorder:
+    """Publish times of chunks, receipt times of their verdicts (or relayed copies)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple[str, int], float] = {}
+        self.received: dict[tuple[str, int], float] = {}
+
+    def latencies(self, after: float) -> list[float]:
+        return [(self.received[k] - t) * 1000 for k, t in self.sent.items() if t >= after and k in self.received]
+
+
+async def _consume(bootstrap: str, topic: str, recorder: Recorder, verdicts: bool) -> None:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=5,
+    )
+    await consumer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=50)
+            now = time.perf_counter()
+            for records in batches.values():
+                for r in records:
+                    key = _key(r.value or b"", verdicts)
+                    if key is not None:
+                        recorder.received.setdefault(key, now)
+    finally:
+        await consumer.stop()
+
+
+def _key(raw: bytes, verdicts: bool) -> tuple[str, int] | None:
+    try:
+        if verdicts:
+            v = codec.decode(raw, VerdictEvent)
+            return (v.conversation_id, v.seq) if v.stage is Stage.RESPONSE and v.seq is not None else None
+        c = codec.decode(raw, TokenChunkEvent)
+    except DecodeError:
+        return None
+    return c.conversation_id, c.seq
+
+
+def _pieces(rng: random.Random, n: int) -> Iterator[str]:
+    while True:
+        yield " ".join(rng.choice(WORDS) for _ in range(n)) + " "
+
+
+async def _conversation(
+    client: GuardClient,
+    recorder: Recorder,
+    load: Load,
+    cid: str,
+    trigger_at: int | None,
+    stop_at: float,
+    leaks: dict[str, int],
+) -> None:
+    rng = random.Random(cid)
+    await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
+    interval = load.conversations / load.rate
+    await asyncio.sleep(rng.uniform(0, interval))  # spread the conversations evenly
+    writer = client.stream(cid, "m1")
+    pieces = _pieces(rng, load.words_per_chunk)
+    next_at = time.perf_counter()
+    trigger_seq: int | None = None
+    while time.perf_counter() < stop_at:
+        if client.cutoff(cid, "m1") is not None:
+            break
+        text = next(pieces)
+        if trigger_at is not None and writer.seq == trigger_at:
+            text, trigger_seq = "and then DETONATE it ", writer.seq
+        recorder.sent[(cid, writer.seq)] = time.perf_counter()
+        await writer.send(text)
+        if trigger_seq is not None and writer.seq - 1 > trigger_seq:
+            leaks[cid] = writer.seq - 1 - trigger_seq
+        next_at += interval
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    if trigger_seq is not None:
+        leaks.setdefault(cid, 0)
+    await writer.flush()
+
+
+async def _drive(bootstrap: str, prefix: str, load: Load, verdict_topic: str, verdicts: bool, name: str) -> Result:
+    recorder = Recorder()
+    rng = random.Random(load.seed)
+    consumer = asyncio.create_task(_consume(bootstrap, verdict_topic, recorder, verdicts))
+    await asyncio.sleep(2.0)  # the consumer joins and positions itself at the end
+    leaks: dict[str, int] = {}
+    async with GuardClient(bootstrap, topic_prefix=prefix) as client:
+        start = time.perf_counter()
+        stop_at = start + load.warmup_s + load.duration_s
+        cids = [f"{name}-{i}-{uuid.uuid4().hex[:6]}" for i in range(load.conversations)]
+        triggers = {c: rng.randint(5, 30) if rng.random() < load.unsafe_share and verdicts else None for c in cids}
+        await asyncio.gather(*(_conversation(client, recorder, load, c, triggers[c], stop_at, leaks) for c in cids))
+        await asyncio.sleep(3.0)  # in-flight verdicts
+        cut_latencies = []
+        for c, t in triggers.items():
+            control = client.cutoff(c, "m1")
+            if t is None or control is None or control.seq is None:
+                continue
+            sent = recorder.sent.get((c, control.seq))
+            got = client.cutoff_received_at(c, "m1")
+            if sent is not None and got is not None:
+                cut_latencies.append((got - sent) * 1000)
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+    measured = recorder.latencies(after=start + load.warmup_s)
+    window = [t for t in recorder.sent.values() if t >= start + load.warmup_s]
+    lat = np.array(measured) if measured else np.array([float("nan")])
+    result = Result(
+        name=name,
+        offered_rate=load.rate,
+        chunks_published=len(recorder.sent),
+        chunks_measured=len(measured),
+        throughput_per_s=len(measured) / load.duration_s,
+        p50_ms=float(np.percentile(lat, 50)),
+        p90_ms=float(np.percentile(lat, 90)),
+        p99_ms=float(np.percentile(lat, 99)),
+        max_ms=float(lat.max()),
+        latencies_ms=measured,
+    )
+    if len(window) and cut_latencies:
+        cut = np.array(cut_latencies)
+        result.cutoffs = len(cut_latencies)
+        result.cutoff_p50_ms = float(np.percentile(cut, 50))
+        result.cutoff_p99_ms = float(np.percentile(cut, 99))
+        result.leaked_max = max(leaks.values())
+        result.leaked_mean = float(np.mean(list(leaks.values())))
+    return result
+
+
+async def run_pipeline_bench(load: Load, *, run_dir: Path, console: Console, partitions: int = 8) -> list[Result]:
+    results = []
+    async with LocalKafka(nodes=1, run_dir=run_dir / "kafka") as kafka, LocalRedis(run_dir=run_dir / "redis") as redis:
+        bootstrap = kafka.bootstrap_servers
+        checkpoint = make_planted_checkpoint(run_dir / "planted")
+
+        prefix = f"relay{uuid.uuid4().hex[:6]}"
+        await ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers.bench.relay", bootstrap, prefix, cwd=REPO_ROOT
+        )
+        try:
+            with console.status("baseline: bare Kafka relay"):
+                await asyncio.sleep(3.0)
+                results.append(await _drive(bootstrap, prefix, load, Topic.VERDICTS.full_name(prefix), False, "relay"))
+        finally:
+            relay.terminate()
+            await relay.wait()
+
+        prefix = f"guard{uuid.uuid4().hex[:6]}"
+        await ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
+        worker = WorkerProcess(
+            "bench-worker",
+            run_dir,
+            {
+                "kafka.bootstrap_servers": bootstrap,
+                "kafka.topic_prefix": prefix,
+                "kafka.partitions": partitions,
+                "redis.url": redis.url,
+                "guard.backend": "stream",
+                "guard.checkpoint": str(checkpoint),
+                "guard.allow_test_checkpoint": True,
+                "log_level": "WARNING",
+            },
+        )
+        async with worker:
+            with console.status("pipeline: guard worker with the planted tiny model"):
+                results.append(
+                    await _drive(bootstrap, prefix, load, Topic.VERDICTS.full_name(prefix), True, "pipeline")
+                )
+    return results
+
+
+def report(results: list[Result], load: Load, console: Console, out: Path | None) -> None:
+    table = Table(title=f"pipeline latency at {load.rate:.0f} chunks/s offered, {load.conversations} conversations")
+    for col in (
+        "run",
+        "chunks",
+        "throughput/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "cut-off p50/p99 ms",
+        "leaked",
+    ):
+        table.add_column(col, justify="right")
+    for r in results:
+        cut = f"{r.cutoff_p50_ms:.1f} / {r.cutoff_p99_ms:.1f} ({r.cutoffs})" if r.cutoff_p50_ms is not None else "-"
+        leaked = f"max {r.leaked_max}, mean {r.leaked_mean:.2f}" if r.leaked_max is not None else "-"
+        table.add_row(
+            r.name,
+            str(r.chunks_measured),
+            f"{r.throughput_per_s:.0f}",
+            f"{r.p50_ms:.1f}",
+            f"{r.p90_ms:.1f}",
+            f"{r.p99_ms:.1f}",
+            f"{r.max_ms:.1f}",
+            cut,
+            leaked,
+        )
+    console.print(table)
+    if len(results) == 2:
+        base, pipe = results
+        console.print(
+            f"the guard adds {pipe.p50_ms - base.p50_ms:.1f} ms at p50 and {pipe.p99_ms - base.p99_ms:.1f} ms at p99 "
+            f"over a bare two-hop Kafka relay (ratio {pipe.p50_ms / base.p50_ms:.2f}x at p50)"
+        )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "load": asdict(load),
+            "results": [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results],
+        }
+        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        _plot(results, out.with_suffix(".png"))
+
+
+def _plot(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        data = np.sort(np.array(r.latencies_ms))
+        if len(data):
+            ax.plot(data, np.linspace(0, 1, len(data)), label=f"{r.name} (p50 {r.p50_ms:.1f} ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("chunk published -> verdict consumed (ms)")
+    ax.set_ylabel("fraction of chunks")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

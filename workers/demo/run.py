@@ -1,0 +1,143 @@
+"""``streamwarden demo``: the whole pipeline on this machine, shown live.
+
+Starts a real single-node Kafka (KRaft, from the cached Maven jars) and a real Redis, creates the
+topics, starts one guard worker process with the configured guard, then streams the scripted
+conversations through ``GuardClient.guarded`` at a realistic token rate while a verdict consumer
+feeds the live view. Ends with a summary table; exits non-zero if the pipeline misbehaved (a
+conversation got no verdicts, or a benign one was cut off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from topics.events import Message, Role
+from workers.client import GuardClient, VerdictConsumer
+from workers.demo.conversations import SCRIPTS, Kind, Script
+from workers.demo.view import DemoView, Row
+from workers.infra.kafka import LocalKafka
+from workers.infra.redis_server import LocalRedis
+from workers.infra.topics import ensure_topics
+from workers.runner import WorkerProcess
+from workers.settings import Settings
+
+PREFIX = "demo"
+
+
+async def fake_llm(text: str, words_per_s: float, rng: random.Random) -> AsyncIterator[str]:
+    """Yield ``text`` word by word (spaces kept) with the jitter of a real model's stream."""
+    for piece in re.findall(r"\S+\s*", text):
+        await asyncio.sleep(rng.uniform(0.5, 1.5) / words_per_s)
+        yield piece
+
+
+async def run_demo(settings: Settings, *, words_per_s: float, run_dir: Path, console: Console) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        with console.status("starting Kafka (KRaft) and Redis…"):
+            kafka = await stack.enter_async_context(LocalKafka(nodes=1, run_dir=run_dir / "kafka"))
+            redis = await stack.enter_async_context(LocalRedis(run_dir=run_dir / "redis"))
+            await ensure_topics(kafka.bootstrap_servers, prefix=PREFIX, partitions=4)
+        console.print(f"Kafka at {kafka.bootstrap_servers}, Redis at {redis.url}")
+        worker = WorkerProcess(
+            "worker-1",
+            run_dir,
+            {
+                "kafka.bootstrap_servers": kafka.bootstrap_servers,
+                "kafka.topic_prefix": PREFIX,
+                "kafka.partitions": 4,
+                "redis.url": redis.url,
+            },
+        )
+        with console.status("starting the guard worker (loading the model)…"):
+            await stack.enter_async_context(worker)
+        client = await stack.enter_async_context(GuardClient(kafka.bootstrap_servers, topic_prefix=PREFIX))
+        verdicts = await stack.enter_async_context(
+            VerdictConsumer(kafka.bootstrap_servers, group_id=f"demo-view-{uuid.uuid4().hex[:6]}", topic_prefix=PREFIX)
+        )
+        rows = [Row(script=s, conversation_id=f"{s.name}-{uuid.uuid4().hex[:6]}") for s in SCRIPTS]
+        view = DemoView(rows, model_id=_model_id(worker))
+        with Live(view.render(), console=console, refresh_per_second=8) as live:
+            feeder = asyncio.create_task(_feed_verdicts(verdicts, view))
+            rng = random.Random(7)
+            await asyncio.gather(
+                *(_converse(client, view, row, words_per_s, rng, delay=i * 0.3) for i, row in enumerate(rows))
+            )
+            await asyncio.sleep(1.0)  # the last verdicts
+            feeder.cancel()
+            live.update(view.render())
+        console.print(_summary(view))
+        return 0 if _healthy(view) else 1
+
+
+async def _converse(
+    client: GuardClient, view: DemoView, row: Row, words_per_s: float, rng: random.Random, delay: float
+) -> None:
+    await asyncio.sleep(delay)
+    cid, mid = row.conversation_id, "turn-1"
+    await client.publish_prompt(cid, mid, [Message(role=Role.USER, content=row.script.prompt)])
+    guarded = client.guarded(cid, mid, fake_llm(row.script.answer, words_per_s, rng))
+    seq = 0
+    async for piece in guarded:
+        view.on_piece(cid, piece, seq)
+        seq += 1
+    if guarded.cutoff is None:
+        guarded.cutoff = await client.wait_cutoff(cid, mid, within_s=1.0)
+    if guarded.cutoff is not None and row.cutoff is None:
+        view.on_cutoff(guarded.cutoff)
+    row.done = True
+
+
+async def _feed_verdicts(verdicts: VerdictConsumer, view: DemoView) -> None:
+    async for batch in verdicts.batches(timeout_ms=50):
+        for verdict in batch:
+            view.on_verdict(verdict)
+
+
+def _model_id(worker: WorkerProcess) -> str:
+    return worker.announcement().get("model_id", "?")
+
+
+def _healthy(view: DemoView) -> bool:
+    for row in view.rows.values():
+        if row.prompt is None:
+            return False
+        if row.script.kind in (Kind.BENIGN, Kind.LOOKALIKE) and row.cutoff is not None:
+            return False
+    return True
+
+
+def _summary(view: DemoView) -> Table:
+    table = Table(title="summary")
+    for col in ("conversation", "kind", "prompt verdict", "chunks streamed", "outcome", "cut-off latency"):
+        table.add_column(col)
+    for row in view.rows.values():
+        prompt = f"{row.prompt.risk.value} ({row.prompt.tier})" if row.prompt else "none"
+        if row.cutoff is None:
+            outcome = "allowed"
+        elif row.cutoff.stage.value == "prompt":
+            outcome = f"blocked at the prompt ({row.cutoff.category})"
+        else:
+            outcome = f"cut at token {row.cutoff.token_index} ({row.cutoff.category})"
+        latency = f"{row.cut_latency_ms:.0f} ms" if row.cut_latency_ms is not None else "-"
+        table.add_row(row.script.name, row.script.kind.value, prompt, str(row.pieces), outcome, latency)
+    return table
+
+
+def expected_outcome(script: Script) -> str:
+    """What a good guard does with this conversation (for the README and the summary)."""
+    return {
+        Kind.BENIGN: "allowed",
+        Kind.LOOKALIKE: "allowed",
+        Kind.TURNS_UNSAFE: "cut mid-stream",
+        Kind.UNSAFE_PROMPT: "blocked at the prompt",
+    }[script.kind]

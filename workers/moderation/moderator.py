@@ -1,0 +1,498 @@
+"""The moderator: applies one prompt or chunk event to its conversation.
+
+Order of effects for every event, which is what makes at-least-once delivery safe:
+
+1. read the turn state (cached per conversation, else from the store);
+2. score with the guard backend and decide with the policy (debounce carried across chunks);
+3. publish the verdict and, when the message is cut off, the one ``ControlEvent``;
+4. commit the new state atomically (``open_turn`` / ``apply_chunk``: fenced, in-order, idempotent);
+5. acknowledge the Kafka record.
+
+A crash between 3 and 4 re-runs the event on redelivery: the verdict and cut-off get the same ids
+(derived from conversation, message, stage and seq), so consumers see no new effective verdict.
+Anything that cannot be applied becomes a dead letter with a precise reason and is acknowledged;
+no exception escapes ``handle``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from topics.events import (
+    Action,
+    ControlEvent,
+    PromptEvent,
+    Risk,
+    RiskProbs,
+    Role,
+    Stage,
+    TokenChunkEvent,
+    VerdictEvent,
+    VerdictStatus,
+)
+from workers.backends.base import GuardBackend, PromptRequest, ResponseRequest
+from workers.engine.debounce import DebounceCarry, Policy, decide_chunk, decide_prompt
+from workers.engine.template import PromptFormatError
+from workers.engine.text import IncrementalTokenizer
+from workers.metrics import NullSensor, Sensor
+from workers.moderation import ids
+from workers.moderation.delivery import Delivery, dead_letter
+from workers.moderation.lanes import Outcome, Work
+from workers.moderation.sink import EffectSink
+from workers.state.base import ApplyStatus, ChunkUpdate, ConversationStore, TurnState
+
+logger = logging.getLogger(__name__)
+
+POLICY_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ModeratorConfig:
+    worker_id: str
+    default_policy: Policy
+    dlq_payload_bytes: int
+    state_cache_size: int = 100_000
+
+
+class Moderator:
+    """Implements the lanes' ``Handler``: one event at a time per conversation."""
+
+    def __init__(
+        self,
+        backend: GuardBackend,
+        store: ConversationStore,
+        sink: EffectSink,
+        config: ModeratorConfig,
+        sensor: Sensor | None = None,
+    ) -> None:
+        self._backend = backend
+        self._store = store
+        self._sink = sink
+        self._cfg = config
+        self._sensor: Sensor = sensor or NullSensor()
+        self._states: OrderedDict[str, TurnState] = OrderedDict()
+        self._epochs: dict[int, int] = {}
+
+    @property
+    def worker_id(self) -> str:
+        return self._cfg.worker_id
+
+    # -- ownership ----------------------------------------------------------------------------
+
+    async def on_assigned(self, partitions: Sequence[int]) -> None:
+        """New owner epochs for ``partitions``; cached states are re-read from the store."""
+        for p in partitions:
+            self._epochs[p] = await self._store.bump_epoch(p)
+        self._states.clear()
+
+    def _epoch(self, partition: int) -> int:
+        return self._epochs.get(partition, 0)
+
+    # -- Handler protocol -------------------------------------------------------------------------
+
+    async def handle(self, work: Work) -> Outcome:
+        try:
+            if isinstance(work.event, PromptEvent):
+                return await self._prompt(work, work.event)
+            return await self._chunk(work, work.event)
+        except Exception as exc:  # one bad event must not stop the worker
+            logger.exception(
+                "failed to moderate %s[%s]@%s",
+                work.delivery.topic,
+                work.delivery.partition,
+                work.delivery.offset,
+            )
+            self._states.pop(work.conversation_id, None)
+            await self._reject(work, "processing_error", f"{type(exc).__name__}: {exc}")
+            return Outcome.DONE
+
+    async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
+        if outcome is Outcome.WAIT_PROMPT:
+            reason, detail = "unknown_conversation", f"no prompt for this message arrived ({why})"
+        else:
+            assert isinstance(work.event, TokenChunkEvent)
+            state = self._states.get(work.conversation_id)
+            expected = state.next_seq if state else "?"
+            reason, detail = "seq_gap", f"seq {work.event.seq} arrived but seq {expected} never did ({why})"
+        await self._reject(work, reason, detail)
+
+    # -- prompts ----------------------------------------------------------------------------------
+
+    async def _prompt(self, work: Work, event: PromptEvent) -> Outcome:
+        policy = self._policy(event.policy)
+        if policy is None:
+            await self._reject(work, "invalid_value", f"unknown policy {event.policy!r}", field="policy")
+            return Outcome.DONE
+        state = await self._state(event.conversation_id)
+        if state is not None and state.message_id == event.message_id:
+            await self._reject(work, "duplicate_prompt", "this message's prompt was already moderated")
+            return Outcome.DONE
+        fmt = self._backend.chat_format
+        try:
+            if event.token_ids is not None:
+                fmt.check_prompt_ids(event.token_ids)
+                prompt_ids = list(event.token_ids)
+                text = str(fmt.tokenizer.decode(prompt_ids))
+            else:
+                prompt_ids = fmt.render_prompt(event.messages)
+                text = _last_user_text(event)
+        except PromptFormatError as exc:
+            await self._reject(work, "invalid_value", str(exc), field="token_ids")
+            return Outcome.DONE
+
+        key = ids.turn_key(event.conversation_id, event.message_id)
+        scores = await self._backend.score_prompt(PromptRequest(key=key, token_ids=prompt_ids, text=text))
+        decision = decide_prompt(scores.risk, policy)
+        category = self._backend.info.query_categories[scores.category] if decision.risk is not Risk.SAFE else None
+        verdict = self._verdict(
+            event,
+            work.delivery,
+            stage=Stage.PROMPT,
+            seq=None,
+            span=(0, 0),
+            risk=decision.risk,
+            action=decision.action,
+            category=category,
+            probs=scores.risk,
+            tier=scores.tier,
+            policy=policy,
+        )
+        await self._publish_verdict(verdict, work)
+        cutoff = ""
+        if decision.action is Action.CUTOFF:
+            await self._publish_control(self._control(event, Stage.PROMPT, None, None, decision.risk, category, policy))
+            cutoff = json.dumps({"stage": "prompt", "risk": decision.risk.value, "category": category})
+            self._backend.release(key)
+
+        new = TurnState(
+            conversation_id=event.conversation_id,
+            message_id=event.message_id,
+            epoch=self._epoch(work.delivery.partition),
+            policy=policy.value,
+            prompt_len=len(prompt_ids),
+            log_len=len(prompt_ids),
+            cutoff=cutoff,
+            prompt_risk=decision.risk.value,
+            prompt_action=decision.action.value,
+        )
+        status = await self._store.open_turn(new, prompt_ids)
+        return await self._committed(work, status, new)
+
+    # -- chunks -----------------------------------------------------------------------------------
+
+    async def _chunk(self, work: Work, event: TokenChunkEvent) -> Outcome:
+        state = await self._state(event.conversation_id)
+        if state is None or state.message_id != event.message_id:
+            # The prompt may still be on its way (prompts and tokens are separate topics).
+            return Outcome.WAIT_PROMPT
+        if event.seq < state.next_seq:
+            await self._reject(work, "duplicate_seq", f"seq {event.seq} was already applied")
+            return Outcome.DONE
+        if event.seq > state.next_seq:
+            return Outcome.WAIT_SEQ
+        if state.cutoff or state.final:
+            return await self._after_end(work, event, state)
+
+        fmt = self._backend.chat_format
+        tokenizer = IncrementalTokenizer.from_state(fmt, state.tokenizer_state)
+        if event.text is not None:
+            content = tokenizer.feed(event.text)
+        else:
+            # Token ids after text deltas: flush the held-back text first so nothing is lost.
+            content = tokenizer.finish() + list(event.token_ids or ())
+        if event.final:
+            content += tokenizer.finish()
+        judged = content + (list(fmt.response_suffix) if event.final else [])
+        # The scaffold goes into the log with the first judged tokens, so the engine's cache and the
+        # log never disagree about it.
+        opening = judged and state.log_len == state.prompt_len
+        prefix = list(fmt.response_prefix) if opening else []
+        new_ids = prefix + judged
+
+        policy = Policy(state.policy)
+        carry = DebounceCarry.from_dict(json.loads(state.carry)) if state.carry else DebounceCarry()
+        key = ids.turn_key(event.conversation_id, event.message_id)
+        start = state.response_tokens
+        if judged:
+            scores = await self._backend.score_response(
+                ResponseRequest(
+                    key=key,
+                    offset=state.log_len,
+                    new_ids=new_ids,
+                    history=lambda: self._store.read_log(event.conversation_id, state.log_len),
+                )
+            )
+            risk_probs = scores.risk[len(prefix) :]
+            categories = scores.category[len(prefix) :]
+        else:
+            risk_probs = np.zeros((0, 3), dtype=np.float32)
+            categories = np.zeros((0,), dtype=np.int64)
+        carry, decision = decide_chunk(carry, risk_probs, categories, start=start, policy=policy)
+
+        names = self._backend.info.response_categories
+        category = names[decision.category] if decision.category is not None else None
+        verdict = self._verdict(
+            event,
+            work.delivery,
+            stage=Stage.RESPONSE,
+            seq=event.seq,
+            span=(start, start + len(judged)),
+            risk=decision.risk,
+            action=decision.action,
+            category=category,
+            probs=decision.probs,
+            tier=self._backend.info.tier,
+            policy=policy,
+            flagged=decision.trigger_index,
+        )
+        await self._publish_verdict(verdict, work)
+        cutoff = ""
+        if decision.action is Action.CUTOFF:
+            await self._publish_control(
+                self._control(event, Stage.RESPONSE, event.seq, decision.trigger_index, decision.risk, category, policy)
+            )
+            cutoff = json.dumps({"seq": event.seq, "token_index": decision.trigger_index, "risk": decision.risk.value})
+        if cutoff or event.final:
+            self._backend.release(key)
+
+        update = ChunkUpdate(
+            response_tokens=start + len(judged),
+            tokenizer_state=tokenizer.state_json(),
+            carry=json.dumps(carry.to_dict()),
+            cutoff=cutoff,
+            final=event.final,
+        )
+        status = await self._store.apply_chunk(
+            event.conversation_id,
+            event.message_id,
+            epoch=self._epoch(work.delivery.partition),
+            seq=event.seq,
+            new_ids=new_ids,
+            update=update,
+        )
+        new = replace(
+            state,
+            epoch=self._epoch(work.delivery.partition),
+            next_seq=event.seq + 1,
+            log_len=state.log_len + len(new_ids),
+            response_tokens=update.response_tokens,
+            tokenizer_state=update.tokenizer_state,
+            carry=update.carry,
+            cutoff=update.cutoff,
+            final=update.final,
+        )
+        return await self._committed(work, status, new)
+
+    async def _after_end(self, work: Work, event: TokenChunkEvent, state: TurnState) -> Outcome:
+        """A chunk after the message was cut off (or finished): acknowledged, not re-moderated."""
+        policy = Policy(state.policy)
+        if state.cutoff:
+            cut = json.loads(state.cutoff)
+            risk, action, status = Risk(cut["risk"]), Action.CUTOFF, VerdictStatus.AFTER_CUTOFF
+        else:
+            await self._reject(work, "after_final", f"seq {event.seq} arrived after the final chunk")
+            return Outcome.DONE
+        verdict = self._verdict(
+            event,
+            work.delivery,
+            stage=Stage.RESPONSE,
+            seq=event.seq,
+            span=(state.response_tokens, state.response_tokens),
+            risk=risk,
+            action=action,
+            category=cut.get("category"),
+            probs=None,
+            tier=self._backend.info.tier,
+            policy=policy,
+            status=status,
+        )
+        await self._publish_verdict(verdict, work)
+        update = ChunkUpdate(
+            response_tokens=state.response_tokens,
+            tokenizer_state=state.tokenizer_state,
+            carry=state.carry,
+            cutoff=state.cutoff,
+            final=state.final or event.final,
+        )
+        result = await self._store.apply_chunk(
+            event.conversation_id,
+            event.message_id,
+            epoch=self._epoch(work.delivery.partition),
+            seq=event.seq,
+            new_ids=[],
+            update=update,
+        )
+        new = replace(state, next_seq=event.seq + 1, final=update.final, epoch=self._epoch(work.delivery.partition))
+        return await self._committed(work, result, new)
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    async def _committed(self, work: Work, status: ApplyStatus, new: TurnState) -> Outcome:
+        if status is ApplyStatus.OK:
+            self._remember(new)
+            await work.ack()
+            return Outcome.APPLIED
+        # The store disagrees with our cached view (another owner, an expiry): trust the store.
+        self._states.pop(work.conversation_id, None)
+        if status is ApplyStatus.FENCED:
+            logger.warning(
+                "conversation %s moved to a newer owner; leaving %s[%s]@%s to it",
+                work.conversation_id,
+                work.delivery.topic,
+                work.delivery.partition,
+                work.delivery.offset,
+            )
+            await work.ack()
+            return Outcome.DONE
+        await self._reject(work, f"state_{status.value}", f"state store refused the update: {status.value}")
+        return Outcome.DONE
+
+    async def _publish_verdict(self, verdict: VerdictEvent, work: Work) -> None:
+        await self._sink.publish(verdict)
+        latency = time.perf_counter() - work.delivery.received
+        self._sensor.on_verdict(verdict.stage.value, verdict.risk.value, verdict.action.value, latency)
+
+    async def _publish_control(self, control: ControlEvent) -> None:
+        await self._sink.publish(control)
+        self._sensor.on_cutoff(control.stage.value)
+
+    async def _state(self, conversation_id: str) -> TurnState | None:
+        state = self._states.get(conversation_id)
+        if state is None:
+            state = await self._store.load(conversation_id)
+            if state is not None:
+                self._remember(state)
+        else:
+            self._states.move_to_end(conversation_id)
+        return state
+
+    def _remember(self, state: TurnState) -> None:
+        self._states[state.conversation_id] = state
+        self._states.move_to_end(state.conversation_id)
+        while len(self._states) > self._cfg.state_cache_size:
+            self._states.popitem(last=False)
+
+    def _policy(self, name: str | None) -> Policy | None:
+        if name is None:
+            return self._cfg.default_policy
+        try:
+            return Policy(name)
+        except ValueError:
+            return None
+
+    async def _reject(self, work: Work, reason: str, detail: str, *, field: str | None = None) -> None:
+        await self.reject_delivery(work.delivery, reason, detail, field=field, conversation_id=work.conversation_id)
+        await work.ack()
+
+    async def reject_delivery(
+        self,
+        delivery: Delivery,
+        reason: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        conversation_id: str | None = None,
+    ) -> None:
+        """Publish a dead letter for ``delivery`` (the caller acknowledges the record)."""
+        logger.warning(
+            "dead-lettering %s[%s]@%s: %s (%s)",
+            delivery.topic,
+            delivery.partition,
+            delivery.offset,
+            reason,
+            detail,
+        )
+        await self._sink.publish(
+            dead_letter(
+                delivery,
+                reason=reason,
+                detail=detail,
+                field=field,
+                conversation_id=conversation_id,
+                payload_limit=self._cfg.dlq_payload_bytes,
+                worker_id=self._cfg.worker_id,
+            )
+        )
+
+    def _verdict(
+        self,
+        event: PromptEvent | TokenChunkEvent,
+        delivery: Delivery,
+        *,
+        stage: Stage,
+        seq: int | None,
+        span: tuple[int, int],
+        risk: Risk,
+        action: Action,
+        category: str | None,
+        probs: npt.NDArray[np.float32] | None,
+        tier: str,
+        policy: Policy,
+        flagged: int | None = None,
+        status: VerdictStatus = VerdictStatus.MODERATED,
+    ) -> VerdictEvent:
+        info = self._backend.info
+        return VerdictEvent(
+            event_id=ids.verdict_id(event.conversation_id, event.message_id, stage, seq),
+            conversation_id=event.conversation_id,
+            message_id=event.message_id,
+            stage=stage,
+            seq=seq,
+            token_start=span[0],
+            token_end=span[1],
+            risk=risk,
+            category=category,
+            probs=_probs(probs),
+            action=action,
+            status=status,
+            tier=tier,
+            model_id=info.model_id,
+            model_revision=info.revision,
+            policy=policy.value,
+            policy_version=POLICY_VERSION,
+            worker_id=self._cfg.worker_id,
+            latency_ms=round((time.perf_counter() - delivery.received) * 1000, 3),
+            flagged_token=flagged,
+        )
+
+    def _control(
+        self,
+        event: PromptEvent | TokenChunkEvent,
+        stage: Stage,
+        seq: int | None,
+        token_index: int | None,
+        risk: Risk,
+        category: str | None,
+        policy: Policy,
+    ) -> ControlEvent:
+        return ControlEvent(
+            event_id=ids.control_id(event.conversation_id, event.message_id),
+            conversation_id=event.conversation_id,
+            message_id=event.message_id,
+            stage=stage,
+            seq=seq,
+            token_index=token_index,
+            risk=risk,
+            category=category,
+            policy=policy.value,
+            reason=f"{stage.value} judged {risk.value} under the {policy.value} policy",
+        )
+
+
+def _last_user_text(event: PromptEvent) -> str:
+    return next(m.content for m in reversed(event.messages) if m.role is Role.USER)
+
+
+def _probs(probs: npt.NDArray[np.float32] | None) -> RiskProbs | None:
+    if probs is None:
+        return None
+    safe, controversial, unsafe = (round(float(p), 5) for p in probs)
+    return RiskProbs(safe=safe, controversial=controversial, unsafe=unsafe)

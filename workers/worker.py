@@ -1,0 +1,37 @@
+"""Running one guard worker process: ``streamwarden worker``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from workers.app import create_app
+from workers.backends import make_backend
+from workers.metrics import NullSensor, PrometheusSensor, Sensor
+from workers.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
+    """Run until SIGINT/SIGTERM. ``ready_file`` is written once the model is loaded and consuming."""
+    import faust
+
+    sensor: Sensor = NullSensor()
+    if settings.worker.metrics_port:
+        prometheus = PrometheusSensor()
+        prometheus.serve(settings.worker.metrics_port)
+        sensor = prometheus
+    app, runtime = create_app(settings, make_backend(settings), sensor=sensor)
+    if ready_file is not None:
+        ready_file.unlink(missing_ok=True)
+        info = {"worker_id": runtime.moderator.worker_id}
+
+        def announce() -> None:
+            info["model_id"] = runtime.backend.info.model_id
+            ready_file.write_text(json.dumps(info), encoding="utf-8")
+
+        runtime.on_ready.append(announce)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
