@@ -36,7 +36,9 @@ pytestmark = [
 ]
 CUDA = torch.device("cuda")
 VARLEN = torch.cuda.is_available() and varlen_available(CUDA, torch.bfloat16)
-X
+needs_varlen = pytest.mark.skipif(
+    not VARLEN, reason="needs CUDA and a torch whose varlen_attn takes paged KV (block_table)"
+)
 
 
 @pytest.fixture(scope="module")
