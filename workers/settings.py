@@ -86,7 +86,6 @@ class WorkerSettings(_Section):
     reorder_window: int = Field(64, ge=0, description="Out-of-order chunks held per message")
     reorder_wait_s: float = Field(5.0, ge=0, description="How long a gap in seq may stay open")
     metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint")
-    web_port: int = Field(0, ge=0, description="faust web port; 0 picks a free one")
 
 
 class Settings(BaseSettings):
