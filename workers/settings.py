@@ -52,6 +52,12 @@ class EngineSettings(_Section):
     max_wait_ms: float = Field(2.0, ge=0, description="How long the first queued request waits for others")
     kv_budget_bytes: int = Field(2 << 30, ge=1 << 20, description="KV cache memory budget")
     page_size: int = Field(16, ge=1, description="Tokens per KV page")
+    cpu_threads: int = Field(
+        1,
+        ge=0,
+        description="torch threads when the engine runs on CPU (0 = torch's default); spinning OpenMP "
+        "threads compete with the event loop and the broker on small machines",
+    )
     attention: Literal["auto", "padded", "paged", "varlen"] = Field(
         "auto",
         description="KV attention path: padded (transformers cache, gathered and padded per step), paged "

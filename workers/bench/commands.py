@@ -58,7 +58,9 @@ def register(subparsers: _Subparsers) -> None:
     pipeline = kinds.add_parser(
         "pipeline", help="chunk -> verdict latency and cut-off latency on a real Kafka and Redis, against a bare relay"
     )
-    pipeline.add_argument("--rate", type=float, default=1000.0, help="offered chunks per second, all conversations")
+    pipeline.add_argument(
+        "--rates", default="250,500,750,1000", help="comma-separated offered chunks per second (all conversations)"
+    )
     pipeline.add_argument("--conversations", type=int, default=100, help="conversations streaming at once")
     pipeline.add_argument("--duration", type=float, default=20.0, help="measured seconds (after the warm-up)")
     pipeline.add_argument("--warmup", type=float, default=5.0, help="seconds excluded from the statistics")
@@ -120,7 +122,7 @@ def _bench_pipeline(args: argparse.Namespace, settings: Settings) -> int:
 
     console = Console()
     load = Load(
-        rate=args.rate,
+        rates=tuple(float(r) for r in args.rates.split(",")),
         conversations=args.conversations,
         duration_s=args.duration,
         warmup_s=args.warmup,

@@ -46,7 +46,7 @@ WORDS = ("the", "river", "runs", "past", "old", "stone", "bridges", "and", "quie
 
 @dataclass
 class Load:
-    rate: float
+    rates: tuple[float, ...]
     conversations: int
     duration_s: float
     warmup_s: float
@@ -127,6 +127,7 @@ async def _conversation(
     client: GuardClient,
     recorder: Recorder,
     load: Load,
+    rate: float,
     cid: str,
     trigger_at: int | None,
     stop_at: float,
@@ -134,7 +135,7 @@ async def _conversation(
 ) -> None:
     rng = random.Random(cid)
     await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
-    interval = load.conversations / load.rate
+    interval = load.conversations / rate
     await asyncio.sleep(rng.uniform(0, interval))  # spread the conversations evenly
     writer = client.stream(cid, "m1")
     pieces = _pieces(rng, load.words_per_chunk)
@@ -157,7 +158,9 @@ async def _conversation(
     await writer.flush()
 
 
-async def _drive(bootstrap: str, prefix: str, load: Load, verdict_topic: str, verdicts: bool, name: str) -> Result:
+async def _drive(
+    bootstrap: str, prefix: str, load: Load, rate: float, verdict_topic: str, verdicts: bool, name: str
+) -> Result:
     recorder = Recorder()
     rng = random.Random(load.seed)
     consumer = asyncio.create_task(_consume(bootstrap, verdict_topic, recorder, verdicts))
@@ -166,9 +169,11 @@ async def _drive(bootstrap: str, prefix: str, load: Load, verdict_topic: str, ve
     async with GuardClient(bootstrap, topic_prefix=prefix) as client:
         start = time.perf_counter()
         stop_at = start + load.warmup_s + load.duration_s
-        cids = [f"{name}-{i}-{uuid.uuid4().hex[:6]}" for i in range(load.conversations)]
+        cids = [f"{name}-{rate:.0f}-{i}-{uuid.uuid4().hex[:6]}" for i in range(load.conversations)]
         triggers = {c: rng.randint(5, 30) if rng.random() < load.unsafe_share and verdicts else None for c in cids}
-        await asyncio.gather(*(_conversation(client, recorder, load, c, triggers[c], stop_at, leaks) for c in cids))
+        await asyncio.gather(
+            *(_conversation(client, recorder, load, rate, c, triggers[c], stop_at, leaks) for c in cids)
+        )
         await asyncio.sleep(3.0)  # in-flight verdicts
         cut_latencies = []
         for c, t in triggers.items():
@@ -184,13 +189,14 @@ async def _drive(bootstrap: str, prefix: str, load: Load, verdict_topic: str, ve
         await consumer
     measured = recorder.latencies(after=start + load.warmup_s)
     window = [t for t in recorder.sent.values() if t >= start + load.warmup_s]
+    received = [k for k, t in recorder.sent.items() if t >= start + load.warmup_s and k in recorder.received]
     lat = np.array(measured) if measured else np.array([float("nan")])
     result = Result(
         name=name,
-        offered_rate=load.rate,
-        chunks_published=len(recorder.sent),
-        chunks_measured=len(measured),
-        throughput_per_s=len(measured) / load.duration_s,
+        offered_rate=rate,
+        chunks_published=len(window),
+        chunks_measured=len(received),
+        throughput_per_s=len(received) / load.duration_s,
         p50_ms=float(np.percentile(lat, 50)),
         p90_ms=float(np.percentile(lat, 90)),
         p99_ms=float(np.percentile(lat, 99)),
@@ -208,7 +214,9 @@ async def _drive(bootstrap: str, prefix: str, load: Load, verdict_topic: str, ve
 
 
 async def run_pipeline_bench(load: Load, *, run_dir: Path, console: Console, partitions: int = 8) -> list[Result]:
+    """Every rate of ``load`` through the relay, then through a guard worker; returns all results."""
     results = []
+    run_dir = run_dir / time.strftime("%Y%m%d-%H%M%S")  # a fresh broker and Redis every run
     async with LocalKafka(nodes=1, run_dir=run_dir / "kafka") as kafka, LocalRedis(run_dir=run_dir / "redis") as redis:
         bootstrap = kafka.bootstrap_servers
         checkpoint = make_planted_checkpoint(run_dir / "planted")
@@ -219,9 +227,11 @@ async def run_pipeline_bench(load: Load, *, run_dir: Path, console: Console, par
             sys.executable, "-m", "workers.bench.relay", bootstrap, prefix, cwd=REPO_ROOT
         )
         try:
-            with console.status("baseline: bare Kafka relay"):
-                await asyncio.sleep(3.0)
-                results.append(await _drive(bootstrap, prefix, load, Topic.VERDICTS.full_name(prefix), False, "relay"))
+            await asyncio.sleep(3.0)
+            for rate in load.rates:
+                with console.status(f"baseline: bare Kafka relay at {rate:.0f} chunks/s"):
+                    verdicts = Topic.VERDICTS.full_name(prefix)
+                    results.append(await _drive(bootstrap, prefix, load, rate, verdicts, False, "relay"))
         finally:
             relay.terminate()
             await relay.wait()
@@ -243,34 +253,36 @@ async def run_pipeline_bench(load: Load, *, run_dir: Path, console: Console, par
             },
         )
         async with worker:
-            with console.status("pipeline: guard worker with the planted tiny model"):
-                results.append(
-                    await _drive(bootstrap, prefix, load, Topic.VERDICTS.full_name(prefix), True, "pipeline")
-                )
+            for rate in load.rates:
+                with console.status(f"pipeline: guard worker (planted tiny model) at {rate:.0f} chunks/s"):
+                    verdicts = Topic.VERDICTS.full_name(prefix)
+                    results.append(await _drive(bootstrap, prefix, load, rate, verdicts, True, "pipeline"))
     return results
 
 
 def report(results: list[Result], load: Load, console: Console, out: Path | None) -> None:
-    table = Table(title=f"pipeline latency at {load.rate:.0f} chunks/s offered, {load.conversations} conversations")
-    for col in (
+    table = Table(title=f"chunk published -> verdict consumed, {load.conversations} conversations")
+    columns = (
         "run",
-        "chunks",
-        "throughput/s",
+        "offered/s",
+        "verdicts/s",
+        "answered",
         "p50 ms",
         "p90 ms",
         "p99 ms",
         "max ms",
         "cut-off p50/p99 ms",
-        "leaked",
-    ):
+    )
+    for col in (*columns, "leaked chunks"):
         table.add_column(col, justify="right")
     for r in results:
         cut = f"{r.cutoff_p50_ms:.1f} / {r.cutoff_p99_ms:.1f} ({r.cutoffs})" if r.cutoff_p50_ms is not None else "-"
         leaked = f"max {r.leaked_max}, mean {r.leaked_mean:.2f}" if r.leaked_max is not None else "-"
         table.add_row(
             r.name,
-            str(r.chunks_measured),
+            f"{r.offered_rate:.0f}",
             f"{r.throughput_per_s:.0f}",
+            f"{r.chunks_measured}/{r.chunks_published}",
             f"{r.p50_ms:.1f}",
             f"{r.p90_ms:.1f}",
             f"{r.p99_ms:.1f}",
@@ -279,19 +291,18 @@ def report(results: list[Result], load: Load, console: Console, out: Path | None
             leaked,
         )
     console.print(table)
-    if len(results) == 2:
-        base, pipe = results
-        console.print(
-            f"the guard adds {pipe.p50_ms - base.p50_ms:.1f} ms at p50 and {pipe.p99_ms - base.p99_ms:.1f} ms at p99 "
-            f"over a bare two-hop Kafka relay (ratio {pipe.p50_ms / base.p50_ms:.2f}x at p50)"
-        )
+    by_rate = {(r.name, r.offered_rate): r for r in results}
+    for rate in load.rates:
+        base, pipe = by_rate.get(("relay", rate)), by_rate.get(("pipeline", rate))
+        if base and pipe:
+            console.print(
+                f"at {rate:.0f} chunks/s the guard adds {pipe.p50_ms - base.p50_ms:.1f} ms at p50 and "
+                f"{pipe.p99_ms - base.p99_ms:.1f} ms at p99 over a bare two-hop Kafka relay"
+            )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "load": asdict(load),
-            "results": [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results],
-        }
-        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        rows = [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results]
+        out.write_text(json.dumps({"load": asdict(load), "results": rows}, indent=2) + "\n", encoding="utf-8")
         _plot(results, out.with_suffix(".png"))
 
 
@@ -301,16 +312,26 @@ def _plot(results: list[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
-        data = np.sort(np.array(r.latencies_ms))
-        if len(data):
-            ax.plot(data, np.linspace(0, 1, len(data)), label=f"{r.name} (p50 {r.p50_ms:.1f} ms)")
-    ax.set_xscale("log")
-    ax.set_xlabel("chunk published -> verdict consumed (ms)")
-    ax.set_ylabel("fraction of chunks")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig, (by_rate, cdf) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, style in (("relay", "--"), ("pipeline", "-")):
+        runs = sorted((r for r in results if r.name == name), key=lambda r: r.offered_rate)
+        rates = [r.offered_rate for r in runs]
+        by_rate.plot(rates, [r.p50_ms for r in runs], style, marker="o", label=f"{name} p50")
+        by_rate.plot(rates, [r.p99_ms for r in runs], style, marker="s", label=f"{name} p99")
+        if runs:
+            data = np.sort(np.array(runs[-1].latencies_ms))
+            if len(data):
+                cdf.plot(data, np.linspace(0, 1, len(data)), style, label=f"{name} at {runs[-1].offered_rate:.0f}/s")
+    by_rate.set_yscale("log")
+    by_rate.set_xlabel("offered chunks per second")
+    by_rate.set_ylabel("chunk published -> verdict consumed (ms)")
+    by_rate.grid(True, which="both", alpha=0.3)
+    by_rate.legend()
+    cdf.set_xscale("log")
+    cdf.set_xlabel("latency (ms)")
+    cdf.set_ylabel("fraction of chunks")
+    cdf.grid(True, which="both", alpha=0.3)
+    cdf.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workers.engine.checkpoint import METADATA_KEY, write_checkpoint
-from workers.engine.testing import guard_config, qwen3_tokenizer_dir, random_guard_model
+from workers.engine.template import packaged_qwen3_tokenizer_dir
+from workers.engine.testing import guard_config, random_guard_model
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +44,7 @@ def planted_token_ids(words: tuple[str, ...]) -> set[int]:
     """The token ids the planted model treats as ``words`` (every token of every word)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    tokenizer = AutoTokenizer.from_pretrained(packaged_qwen3_tokenizer_dir())
     return {i for w in words for i in tokenizer.encode(w, add_special_tokens=False)}
 
 
@@ -62,7 +63,7 @@ def make_planted_checkpoint(out: Path, *, seed: int = 0) -> Path:
     _embeddings(state["model.embed_tokens.weight"], seed)
     _attention(state, head_dim=int(config["head_dim"]))
     _heads(state)
-    return write_checkpoint(out, config, state, tokenizer_dir=qwen3_tokenizer_dir())
+    return write_checkpoint(out, config, state, tokenizer_dir=packaged_qwen3_tokenizer_dir())
 
 
 def _embeddings(embed: torch.Tensor, seed: int) -> None:

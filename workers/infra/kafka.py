@@ -99,7 +99,7 @@ class LocalKafka:
         self.outlive = outlive
         self.cluster_id = ""
         self.startup_s: float | None = None
-        self._run_dir = run_dir
+        self._run_dir = run_dir.resolve() if run_dir is not None else None  # children run elsewhere
         self._owns_run_dir = run_dir is None
         self._nodes: dict[int, KafkaNode] = {}
         self._libs: KafkaLibs | None = None

@@ -68,7 +68,7 @@ class LocalRedis:
         self.port = 0
         self.process: ManagedProcess | None = None
         self.startup_s: float | None = None
-        self._run_dir = run_dir
+        self._run_dir = run_dir.resolve() if run_dir is not None else None  # children run elsewhere
         self._owns_run_dir = run_dir is None
 
     async def __aenter__(self) -> LocalRedis:
