@@ -64,7 +64,10 @@ class CascadeBackend:
         return self._stream.chat_format
 
     async def start(self) -> None:
-        await asyncio.gather(self._prefilter.start(), self._stream.start())
+        # One after the other: both load models in worker threads, and transformers' lazy module
+        # imports are not thread-safe (concurrent first imports fail with ImportError).
+        await self._stream.start()
+        await self._prefilter.start()
         self._categories = category_translation(self._prefilter.info, self._stream.info)
 
     async def close(self) -> None:
