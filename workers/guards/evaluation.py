@@ -1,13 +1,21 @@
-"""The evaluation harness: score any ``GuardBackend`` on the evaluation-only prompt sets.
+"""The evaluation harness: score any ``GuardBackend`` on the evaluation-only prompt and response sets.
 
 Every guard is driven through the ``GuardBackend`` protocol exactly as a worker drives it: a
 ``PromptRequest`` per prompt (the stream and cascade guards get the prompt rendered with their own
 chat format), concurrently, so the backend batches as it would in production. Predictions are the
 argmax of the returned risk probabilities, mapped by policy (``metrics``).
 
-Response-stream evaluation (how many tokens after the first harmful token the cut-off came) is the
-``evaluate_responses`` seam: it is not implemented yet and says so; ``metrics.cutoff_delays`` is
-the summary it will produce.
+Responses (``evaluate_responses``) are streamed exactly as a worker streams them: the prompt
+(``PromptRequest``, which also primes the guard's cache), then the answer in chunks of
+``chunk_tokens`` ids (the response scaffold in front of the first, the suffix after the last),
+each ``ResponseRequest`` at its offset in the conversation's token log, with the debounce
+(``decide_chunk``) carried across chunks. The examples come from the evaluation-only response
+sets, built as ``stream_heads.streams`` documents (whole answers, and a safe prefix spliced onto a
+harmful answer), so the first harmful token of every harmful answer is known. Reported per set
+and kind of example, per policy: response-level precision/recall/F1/FPR (flagged = cut off) and,
+for harmful answers, where the cut-off fell (``metrics.stream_timing``). The answer is scored to
+its end whatever the verdict, so one pass serves both policies; the cut-off a worker would emit is
+the first trigger, which does not depend on what follows it.
 """
 
 from __future__ import annotations
@@ -16,21 +24,34 @@ import asyncio
 import importlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from rich.progress import Progress
 
 from topics.events import Message, Risk, Role
-from workers.backends.base import GuardBackend, PromptRequest
+from workers.backends.base import GuardBackend, PromptRequest, ResponseRequest
+from workers.engine.debounce import DebounceCarry, decide_chunk
+from workers.engine.debounce import Policy as DebouncePolicy
 from workers.guards.datasets.records import Record
-from workers.guards.metrics import CutoffDelays, Policy, confusion, grouped, is_flagged, predicted_risk
+from workers.guards.metrics import (
+    Policy,
+    StreamOutcome,
+    confusion,
+    grouped,
+    is_flagged,
+    predicted_risk,
+    summarise_streams,
+)
+from workers.guards.stream_heads.streams import StreamedResponse
+from workers.guards.stream_heads.tokens import tokenize_response
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from workers.engine.template import ChatFormat
     from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +60,7 @@ GuardKind = Literal["prefilter", "stream", "cascade"]
 GUARDS: tuple[GuardKind, ...] = ("prefilter", "stream", "cascade")
 
 Renderer = Callable[[str], Sequence[int]]
+T = TypeVar("T")
 
 
 class GuardUnavailable(RuntimeError):
@@ -130,8 +152,8 @@ async def score_records(
     return [scored for _, scored in sorted(results, key=lambda pair: pair[0])]
 
 
-def sample(records: Sequence[Record], limit: int | None, seed: int = 0) -> list[Record]:
-    """A seeded sample of ``limit`` records in their original order (all when ``limit`` is None)."""
+def sample(records: Sequence[T], limit: int | None, seed: int = 0) -> list[T]:
+    """A seeded sample of ``limit`` items in their original order (all when ``limit`` is None)."""
     if limit is None or limit >= len(records):
         return list(records)
     chosen = np.random.default_rng(seed).choice(len(records), size=limit, replace=False)
@@ -208,17 +230,112 @@ def confident_decisions(results: Mapping[str, Sequence[Scored]]) -> dict[str, di
     return table
 
 
-def evaluate_responses(backend: GuardBackend, records: Sequence[Record], policy: Policy) -> CutoffDelays:
-    """Stream each unsafe response through ``backend`` and measure cut-off delays (not implemented).
+def _history(ids: Sequence[int]) -> Callable[[], Awaitable[Sequence[int]]]:
+    """The token log up to a request's offset, for a guard that must rebuild its cache."""
+    snapshot = tuple(ids)
 
-    Raises:
-        NotImplementedError: always, until response sets with the index of the first harmful token
-            and a streaming driver exist; ``metrics.cutoff_delays`` is the summary to return.
+    async def read() -> Sequence[int]:
+        return snapshot
+
+    return read
+
+
+async def stream_response(
+    backend: GuardBackend,
+    chat: ChatFormat,
+    example: StreamedResponse,
+    key: str,
+    *,
+    chunk_tokens: int,
+    max_response_tokens: int | None = None,
+) -> StreamOutcome:
+    """Stream ``example`` through ``backend`` as a worker does (module docstring)."""
+    tokens = tokenize_response(chat, example, max_response_tokens=max_response_tokens)
+    log = list(tokens.prompt_ids)
+    await backend.score_prompt(PromptRequest(key=key, token_ids=tuple(log), text=example.prompt))
+    judged_all = [*tokens.content_ids, *tokens.suffix_ids]
+    carry = DebounceCarry()
+    for start in range(0, len(judged_all), chunk_tokens):
+        judged = judged_all[start : start + chunk_tokens]
+        prefix = list(chat.response_prefix) if start == 0 else []
+        new_ids = prefix + judged
+        request = ResponseRequest(key=key, offset=len(log), new_ids=new_ids, history=_history(log))
+        scores = await backend.score_response(request)
+        log.extend(new_ids)
+        # The carry does not depend on the policy; the cut-off of either policy is read from it.
+        carry, _ = decide_chunk(
+            carry,
+            scores.risk[len(prefix) :],
+            scores.category[len(prefix) :],
+            start=start,
+            policy=DebouncePolicy.STRICT,
+        )
+    return StreamOutcome(harmful_from=tokens.harmful_from, sentence_end=tokens.sentence_end, carry=carry)
+
+
+async def evaluate_responses(
+    backend: GuardBackend,
+    sets: Mapping[str, Sequence[StreamedResponse]],
+    policies: Sequence[Policy],
+    *,
+    chunk_tokens: int = 16,
+    max_response_tokens: int | None = None,
+    concurrency: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Stream every example of every set through the started ``backend``; summarise per policy.
+
+    Returns a JSON-ready dict: ``sets`` (size, harmful count, kinds per set) and, per policy, per
+    set, per kind of example (and ``all``), ``summarise_streams``'s response-level confusion and
+    cut-off timing.
     """
-    raise NotImplementedError(
-        "response-stream evaluation is not implemented yet: it needs response records annotated with "
-        "their first harmful token and a driver that streams them through the guard's debounce"
-    )
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
+    chat = backend.chat_format
+    gate = asyncio.Semaphore(concurrency)
+    jobs = [(name, i, example) for name, examples in sets.items() for i, example in enumerate(examples)]
+
+    async def one(name: str, index: int, example: StreamedResponse) -> tuple[str, str, StreamOutcome]:
+        async with gate:
+            key = f"eval-response:{name}:{index}"
+            try:
+                outcome = await stream_response(
+                    backend, chat, example, key, chunk_tokens=chunk_tokens, max_response_tokens=max_response_tokens
+                )
+            finally:
+                backend.release(key)
+        return name, example.kind, outcome
+
+    # Outcomes arrive in completion order; every summary of them (counts, median, p90) ignores order.
+    grouped_outcomes: dict[str, dict[str, list[StreamOutcome]]] = {name: {} for name in sets}
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("streaming responses", total=len(jobs))
+        for coro in asyncio.as_completed([one(*job) for job in jobs]):
+            name, kind, outcome = await coro
+            grouped_outcomes[name].setdefault(kind, []).append(outcome)
+            grouped_outcomes[name].setdefault("all", []).append(outcome)
+            bar.advance(task)
+    return {
+        "measured": True,
+        "chunk_tokens": chunk_tokens,
+        "max_response_tokens": max_response_tokens,
+        "sets": {
+            name: {
+                "n": len(examples),
+                "harmful": sum(e.harmful for e in examples),
+                "kinds": dict(Counter(e.kind for e in examples)),
+                "languages": sorted({e.language for e in examples}),
+            }
+            for name, examples in sets.items()
+        },
+        "policies": {
+            policy: {
+                name: {kind: summarise_streams(outcomes, policy) for kind, outcomes in kinds.items()}
+                for name, kinds in grouped_outcomes.items()
+            }
+            for policy in policies
+        },
+    }
 
 
 async def evaluate(
@@ -227,10 +344,19 @@ async def evaluate(
     sets: Mapping[str, Sequence[Record]],
     policies: Sequence[Policy],
     *,
+    responses: Mapping[str, Sequence[StreamedResponse]] | None = None,
+    chunk_tokens: int = 16,
+    max_response_tokens: int | None = None,
     concurrency: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Start ``backend``, score every set, close it; the result ready for ``report``."""
+    """Start ``backend``, score every prompt set (and stream every response set), close it.
+
+    Raises:
+        ValueError: response sets were given for the prefilter, which judges prompts only.
+    """
+    if responses and kind == "prefilter":
+        raise ValueError("the prefilter judges prompts only; evaluate responses with --guard stream or cascade")
     await backend.start()
     try:
         render = renderer_for(kind, backend)
@@ -238,6 +364,17 @@ async def evaluate(
         for name, records in sets.items():
             logger.info("scoring %s (%s prompts)", name, len(records))
             results[name] = await score_records(backend, records, render, concurrency=concurrency, progress=progress)
+        streamed: dict[str, Any] = {"measured": False, "reason": "no response sets were requested"}
+        if responses:
+            streamed = await evaluate_responses(
+                backend,
+                responses,
+                policies,
+                chunk_tokens=chunk_tokens,
+                max_response_tokens=max_response_tokens,
+                concurrency=concurrency,
+                progress=progress,
+            )
         info = backend.info
     finally:
         await backend.close()
@@ -260,8 +397,5 @@ async def evaluate(
         "tiers": tier_shares(results),
         "decisions": confident_decisions(results),
         "policies": {policy: summarise(results, policy) for policy in policies},
-        "responses": {
-            "measured": False,
-            "reason": "response-stream evaluation (cut-off delay after the first harmful token) is not implemented yet",
-        },
+        "responses": streamed,
     }

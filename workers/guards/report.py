@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from workers.guards.metrics import STREAM_BINS
 from workers.guards.published import PUBLISHED_PROMPT_F1
 
 if TYPE_CHECKING:
@@ -85,12 +86,42 @@ def decisions_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def responses_table(result: dict[str, Any], policy: str) -> Table:
+    """Streamed responses of one policy: response-level P/R/F1/FPR and where the cut-offs fell."""
+    streamed = result["responses"]
+    table = Table(
+        title=f"streamed responses, {policy} policy ({streamed['chunk_tokens']}-token chunks): "
+        "cut-offs of harmful responses by tokens after the first harmful sentence"
+    )
+    columns = ("set", "kind", "n", "harmful", "P", "R", "F1", "FPR", *STREAM_BINS, "within 32", "median delay")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("set", "kind") else "right")
+    for name, kinds in streamed["policies"][policy].items():
+        for kind, row in kinds.items():
+            responses, timing = row["responses"], row["timing"]
+            delay = timing["after_first_harmful"]["median"]
+            table.add_row(
+                name,
+                kind,
+                str(responses["n"]),
+                str(responses["unsafe"]),
+                *(_pct(responses[k]) for k in ("precision", "recall", "f1", "fpr")),
+                *(str(timing["bins"][b]) for b in STREAM_BINS),
+                _pct(timing["within_32"]),
+                "-" if delay is None else f"{delay:.0f}",
+            )
+    return table
+
+
 def print_report(result: dict[str, Any], console: Console) -> None:
     for policy in result["policies"]:
         console.print(sets_table(result, policy))
         console.print(languages_table(result, policy))
         console.print(categories_table(result, policy))
     console.print(decisions_table(result))
+    if result.get("responses", {}).get("measured"):
+        for policy in result["responses"]["policies"]:
+            console.print(responses_table(result, policy))
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
@@ -100,7 +131,8 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Write ``quality_<guard>_{sets,languages,categories}.png``; returns their paths."""
+    """Write ``quality_<guard>_{sets,languages,categories}.png`` (and ``_responses.png`` when
+    responses were streamed); returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,11 +141,10 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     guard, policies = result["guard"], list(result["policies"])
     paths = []
-    for name, draw in (
-        ("sets", _draw_sets),
-        ("languages", _draw_languages),
-        ("categories", _draw_categories),
-    ):
+    drawings = [("sets", _draw_sets), ("languages", _draw_languages), ("categories", _draw_categories)]
+    if result.get("responses", {}).get("measured"):
+        drawings.append(("responses", _draw_responses))
+    for name, draw in drawings:
         figure = draw(plt, result, policies)
         path = out_dir / f"quality_{guard}_{name}.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -177,4 +208,29 @@ def _draw_categories(plt: Any, result: dict[str, Any], policies: list[str]) -> A
     }
     _bars(axis, categories, series)
     axis.set_title(f"{result['guard']}: recall per category of unsafe prompts")
+    return figure
+
+
+def _draw_responses(plt: Any, result: dict[str, Any], policies: list[str]) -> Any:
+    """Per policy, one stacked bar per (set, kind): shares of harmful responses in each bin."""
+    streamed = result["responses"]["policies"]
+    figure, axes = plt.subplots(1, len(policies), figsize=(5 + 5 * len(policies), 4.5), squeeze=False, sharey=True)
+    colours = plt.get_cmap("RdYlGn_r")([i / (len(STREAM_BINS) - 1) for i in range(len(STREAM_BINS))])
+    for axis, policy in zip(axes[0], policies, strict=True):
+        rows = [
+            (f"{name} ({kind})", row["timing"])
+            for name, kinds in streamed[policy].items()
+            for kind, row in kinds.items()
+        ]
+        rows = [(label, timing) for label, timing in rows if timing["n"]]
+        left = [0.0] * len(rows)
+        for colour, name in zip(colours, STREAM_BINS, strict=True):
+            shares = [100 * timing["bins"][name] / timing["n"] for _, timing in rows]
+            axis.barh([label for label, _ in rows], shares, left=left, color=colour, label=name)
+            left = [a + b for a, b in zip(left, shares, strict=True)]
+        axis.set_xlim(0, 100)
+        axis.set_xlabel("% of harmful responses")
+        axis.set_title(f"{result['guard']}: where the cut-off fell ({policy})")
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure

@@ -12,7 +12,7 @@ from rich.console import Console
 from topics.events import Risk
 from workers.guards import evaluation, report
 from workers.guards.datasets.records import Record
-from workers.guards.evaluation import GuardUnavailable, build_guard, evaluate, evaluate_responses, sample
+from workers.guards.evaluation import GuardUnavailable, build_guard, evaluate, sample
 from workers.settings import load_settings
 
 from .fakes import FakeChat, ScriptedGuard
@@ -108,7 +108,5 @@ def test_missing_stream_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
         build_guard("stream", load_settings())
 
 
-def test_response_evaluation_says_it_is_not_implemented() -> None:
-    with pytest.raises(NotImplementedError, match="first harmful token"):
-        evaluate_responses(ScriptedGuard(rows={}), [], "strict")
+def test_every_guard_kind_is_known() -> None:
     assert evaluation.GUARDS == ("prefilter", "stream", "cascade")
