@@ -3,8 +3,11 @@
 Starts a real single-node Kafka (KRaft, from the cached Maven jars) and a real Redis, creates the
 topics, starts one guard worker process with the configured guard, then streams the scripted
 conversations through ``GuardClient.guarded`` at a realistic token rate while a verdict consumer
-feeds the live view. Ends with a summary table; exits non-zero if the pipeline misbehaved (a
-conversation got no verdicts, or a benign one was cut off).
+feeds the live view. The conversations use the ``loose`` policy (controversial is flagged and the
+answer goes on; unsafe is cut off), so that answers turning unsafe mid-stream are judged as they
+stream. Ends with a summary that sets each outcome against what a good guard would do; exits
+non-zero only if the pipeline misbehaved (a prompt or a streamed chunk got no verdict), not for the
+guard's own mistakes, which the summary shows.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from workers.runner import WorkerProcess
 from workers.settings import Settings
 
 PREFIX = "demo"
+POLICY = "loose"
 
 
 async def fake_llm(text: str, words_per_s: float, rng: random.Random) -> AsyncIterator[str]:
@@ -65,18 +69,21 @@ async def run_demo(settings: Settings, *, words_per_s: float, run_dir: Path, con
             VerdictConsumer(kafka.bootstrap_servers, group_id=f"demo-view-{uuid.uuid4().hex[:6]}", topic_prefix=PREFIX)
         )
         rows = [Row(script=s, conversation_id=f"{s.name}-{uuid.uuid4().hex[:6]}") for s in SCRIPTS]
-        view = DemoView(rows, model_id=_model_id(worker))
+        view = DemoView(rows, model_id=_model_id(worker), policy=POLICY)
         with Live(view.render(), console=console, refresh_per_second=8) as live:
             feeder = asyncio.create_task(_feed_verdicts(verdicts, view))
             rng = random.Random(7)
             await asyncio.gather(
                 *(_converse(client, view, row, words_per_s, rng, delay=i * 0.3) for i, row in enumerate(rows))
             )
-            await asyncio.sleep(1.0)  # the last verdicts
+            await asyncio.sleep(2.0)  # the verdicts of the last chunks
             feeder.cancel()
             live.update(view.render())
         console.print(_summary(view))
-        return 0 if _healthy(view) else 1
+        problems = _pipeline_problems(view)
+        for problem in problems:
+            console.print(f"[bold red]pipeline problem:[/] {problem}")
+        return 1 if problems else 0
 
 
 async def _converse(
@@ -84,7 +91,7 @@ async def _converse(
 ) -> None:
     await asyncio.sleep(delay)
     cid, mid = row.conversation_id, "turn-1"
-    await client.publish_prompt(cid, mid, [Message(role=Role.USER, content=row.script.prompt)])
+    await client.publish_prompt(cid, mid, [Message(role=Role.USER, content=row.script.prompt)], policy=POLICY)
     guarded = client.guarded(cid, mid, fake_llm(row.script.answer, words_per_s, rng))
     seq = 0
     async for piece in guarded:
@@ -107,18 +114,28 @@ def _model_id(worker: WorkerProcess) -> str:
     return worker.announcement().get("model_id", "?")
 
 
-def _healthy(view: DemoView) -> bool:
+def _pipeline_problems(view: DemoView) -> list[str]:
+    """Everything that went wrong in the pipeline itself (the guard's judgement is not checked)."""
+    problems = []
     for row in view.rows.values():
         if row.prompt is None:
-            return False
-        if row.script.kind in (Kind.BENIGN, Kind.LOOKALIKE) and row.cutoff is not None:
-            return False
-    return True
+            problems.append(f"{row.script.name}: no verdict on the prompt")
+        elif row.verdicts < row.pieces:
+            problems.append(f"{row.script.name}: {row.pieces} chunks streamed, {row.verdicts} verdicts")
+    return problems
 
 
 def _summary(view: DemoView) -> Table:
-    table = Table(title="summary")
-    for col in ("conversation", "kind", "prompt verdict", "chunks streamed", "outcome", "cut-off latency"):
+    table = Table(title=f"summary (policy: {POLICY})")
+    for col in (
+        "conversation",
+        "kind",
+        "prompt verdict",
+        "chunks streamed",
+        "outcome",
+        "a good guard",
+        "cut-off latency",
+    ):
         table.add_column(col)
     for row in view.rows.values():
         prompt = f"{row.prompt.risk.value} ({row.prompt.tier})" if row.prompt else "none"
@@ -129,7 +146,12 @@ def _summary(view: DemoView) -> Table:
         else:
             outcome = f"cut at token {row.cutoff.token_index} ({row.cutoff.category})"
         latency = f"{row.cut_latency_ms:.0f} ms" if row.cut_latency_ms is not None else "-"
-        table.add_row(row.script.name, row.script.kind.value, prompt, str(row.pieces), outcome, latency)
+        expected = expected_outcome(row.script)
+        agrees = (row.cutoff is None) == (expected == "allowed")
+        mark = "[green]agrees[/]" if agrees else "[bold red]guard mistake[/]"
+        table.add_row(
+            row.script.name, row.script.kind.value, prompt, str(row.pieces), outcome, f"{expected} ({mark})", latency
+        )
     return table
 
 

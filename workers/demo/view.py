@@ -41,9 +41,10 @@ class Row:
 class DemoView:
     """Holds the demo's state; ``render()`` draws it."""
 
-    def __init__(self, rows: list[Row], model_id: str) -> None:
+    def __init__(self, rows: list[Row], model_id: str, policy: str) -> None:
         self.rows = {r.conversation_id: r for r in rows}
         self.model_id = model_id
+        self.policy = policy
         self.started = time.monotonic()
 
     def on_piece(self, conversation_id: str, piece: str, seq: int) -> None:
@@ -88,7 +89,7 @@ class DemoView:
                 self._status_cell(row),
             )
         elapsed = time.monotonic() - self.started
-        title = f"streamwarden live demo  |  guard: {self.model_id}  |  {elapsed:5.1f}s"
+        title = f"streamwarden live demo  |  guard: {self.model_id}  |  policy: {self.policy}  |  {elapsed:5.1f}s"
         return Group(Panel(table, title=title))
 
     @staticmethod
