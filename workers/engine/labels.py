@@ -15,6 +15,23 @@ from dataclasses import dataclass
 from topics.events import Risk
 from workers.backends.base import RISK_ORDER
 
+RELEASED_RISK_LEVELS: tuple[str, str, str] = ("Safe", "Unsafe", "Controversial")
+"""The released risk index order of both head paths."""
+RELEASED_RESPONSE_CATEGORIES: tuple[str, ...] = (
+    '"Violent"',
+    "Sexual Content or Sexual Acts",
+    "Suicide & Self-Harm",
+    "Politically Sensitive Topics",
+    "PII",
+    "Copyright Violation",
+    "Non-violent Illegal Acts",
+    "Unethical Acts",
+)
+"""``category_map`` of Qwen3Guard's official evaluation, verbatim (stray quotes included): the
+response category head's index order."""
+RELEASED_QUERY_CATEGORIES: tuple[str, ...] = (*RELEASED_RESPONSE_CATEGORIES, "Jailbreak")
+"""The query category head's index order (the response categories, then Jailbreak)."""
+
 RISK_MAP_KEYS: tuple[str, str] = ("response_risk_level_map", "query_risk_level_map")
 CATEGORY_MAP_KEYS: tuple[str, str] = ("response_category_map", "query_category_map")
 LABEL_MAP_COUNTS: Mapping[str, str] = {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from workers.engine.checkpoint import METADATA_KEY, write_checkpoint
+from workers.engine.labels import RELEASED_QUERY_CATEGORIES, RELEASED_RESPONSE_CATEGORIES, RELEASED_RISK_LEVELS
 from workers.engine.template import packaged_qwen3_tokenizer_dir
 
 if TYPE_CHECKING:
@@ -25,20 +26,9 @@ if TYPE_CHECKING:
 Size = Literal["tiny", "small", "0.6B", "4B", "8B"]
 SIZES: tuple[Size, ...] = ("tiny", "small", "0.6B", "4B", "8B")
 
-RESPONSE_CATEGORIES: tuple[str, ...] = (
-    '"Violent"',
-    "Sexual Content or Sexual Acts",
-    "Suicide & Self-Harm",
-    "Politically Sensitive Topics",
-    "PII",
-    "Copyright Violation",
-    "Non-violent Illegal Acts",
-    "Unethical Acts",
-)
-"""Response category map as released, stray quotes included (index order of the category head)."""
-QUERY_CATEGORIES: tuple[str, ...] = (*RESPONSE_CATEGORIES, "Jailbreak")
-RISK_LEVELS: tuple[str, ...] = ("Safe", "Unsafe", "Controversial")
-"""The released risk index order."""
+RESPONSE_CATEGORIES = RELEASED_RESPONSE_CATEGORIES
+QUERY_CATEGORIES = RELEASED_QUERY_CATEGORIES
+RISK_LEVELS = RELEASED_RISK_LEVELS
 
 _QWEN3_COMMON: dict[str, Any] = {
     "model_type": "qwen3",

@@ -10,22 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from topics.events import Risk
+from workers.engine.labels import RELEASED_QUERY_CATEGORIES, RELEASED_RESPONSE_CATEGORIES, RELEASED_RISK_LEVELS
 from workers.guards.taxonomy import JAILBREAK, QUERY_CATEGORIES
 
-RISK_LEVELS: tuple[str, str, str] = ("Safe", "Unsafe", "Controversial")
-"""The released risk index order of both head paths."""
-RESPONSE_CATEGORY_NAMES: tuple[str, ...] = (
-    '"Violent"',
-    "Sexual Content or Sexual Acts",
-    "Suicide & Self-Harm",
-    "Politically Sensitive Topics",
-    "PII",
-    "Copyright Violation",
-    "Non-violent Illegal Acts",
-    "Unethical Acts",
-)
-"""``category_map`` of Qwen3Guard's official evaluation, verbatim."""
-QUERY_CATEGORY_NAMES: tuple[str, ...] = (*RESPONSE_CATEGORY_NAMES, "Jailbreak")
+RISK_LEVELS = RELEASED_RISK_LEVELS
+RESPONSE_CATEGORY_NAMES = RELEASED_RESPONSE_CATEGORIES
+QUERY_CATEGORY_NAMES = RELEASED_QUERY_CATEGORIES
 
 SAFE = RISK_LEVELS.index("Safe")
 UNSAFE = RISK_LEVELS.index("Unsafe")
