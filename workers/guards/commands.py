@@ -1,4 +1,4 @@
-"""Commands: ``train prefilter``, ``train stream-heads``, ``eval`` and ``bench prefilter``.
+"""Commands: ``train prefilter``, ``train stream-heads``, ``eval``, ``eval-compare`` and ``bench prefilter``.
 
 streamwarden train prefilter --out workers/models/prefilter --seed 0
 streamwarden train stream-heads --out DIR [--ship workers/models/stream] [--backbone smollm2|PATH] [--gguf FILE]
@@ -6,6 +6,7 @@ streamwarden train stream-heads --out DIR [--ship workers/models/stream] [--back
     [--max-tokens T] [--epochs E]
 streamwarden eval --guard prefilter|stream|cascade [--policy strict|loose|both] [--sets ...] [--limit N]
     [--response-sets ...|--no-responses] [--chunk-tokens 16]
+streamwarden eval-compare RESULT.json RESULT.json [...] [--out PLOT.png]
 streamwarden bench prefilter [--prompts 500]
 """
 
@@ -90,6 +91,13 @@ def register(subparsers: Subparsers) -> None:
         "--max-response-tokens", type=int, default=None, help="stream at most N tokens of each response"
     )
     evaluate.set_defaults(handler=_evaluate)
+
+    compare = subparsers.add_parser(
+        "eval-compare", help="set evaluation results of several guards side by side (same prompts only)"
+    )
+    compare.add_argument("results", nargs="+", type=Path, help="quality_<guard>.json files written by eval")
+    compare.add_argument("--out", type=Path, default=None, help="also plot the comparison into this PNG")
+    compare.set_defaults(handler=_compare)
 
     bench_targets = command_group(
         subparsers, "bench", "benchmarks (ratios against a baseline measured in the same run)"
@@ -242,6 +250,27 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     path = report.write_json(result, args.out_dir / f"quality_{args.guard}.json")
     plots = report.plot(result, args.out_dir)
     console.print(f"wrote {path} and {', '.join(map(str, plots))}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from rich.console import Console
+
+    from workers.guards.compare import IncomparableResults, check_same_sample, comparison_table, plot_comparison
+
+    results = [json.loads(path.read_text(encoding="utf-8")) for path in args.results]
+    console = Console()
+    try:
+        check_same_sample(results)
+    except IncomparableResults as exc:
+        console.print(f"[red]cannot compare: {exc}[/red]")
+        return 2
+    for policy in results[0]["policies"]:
+        console.print(comparison_table(results, policy))
+    if args.out is not None:
+        console.print(f"wrote {plot_comparison(results, args.out)}")
     return 0
 
 

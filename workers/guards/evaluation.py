@@ -21,10 +21,11 @@ the first trigger, which does not depend on what follows it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -158,6 +159,15 @@ def sample(records: Sequence[T], limit: int | None, seed: int = 0) -> list[T]:
         return list(records)
     chosen = np.random.default_rng(seed).choice(len(records), size=limit, replace=False)
     return [records[i] for i in sorted(chosen.tolist())]
+
+
+def fingerprint(uids: Iterable[str]) -> str:
+    """Identifies the sample a result was scored on: results compare only with equal fingerprints."""
+    digest = hashlib.sha256()
+    for uid in sorted(uids):  # order-free: scoring may finish in any order
+        digest.update(uid.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _flags(scored: Sequence[Scored], policy: Policy) -> tuple[list[bool], list[bool]]:
@@ -391,6 +401,7 @@ async def evaluate(
                 "n": len(scored),
                 "languages": sorted({s.record.language for s in scored}),
                 "labels": dict(Counter(s.record.label.value for s in scored)),
+                "fingerprint": fingerprint(s.record.uid for s in scored),
             }
             for name, scored in results.items()
         },
