@@ -55,12 +55,12 @@ def _pct(value: float | None) -> str:
 def comparison_table(results: Sequence[dict[str, Any]], policy: str) -> Table:
     """F1 and FPR (x100) of every result per set, per language and overall; best F1 and FPR bold."""
     table = Table(title=f"{' vs '.join(_label(r) for r in results)}, {policy} policy")
-    table.add_column("set")
+    table.add_column("set", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column("unsafe", justify="right")
     for result in results:
         for metric in METRICS:
-            table.add_column(f"{_label(result)} {metric.upper()}", justify="right")
+            table.add_column(f"{_label(result)}\n{metric.upper()}", justify="right")
     for title, rows in _rows(results, policy):
         first = rows[0]
         cells = [title, str(first["n"]), str(first["unsafe"])]
@@ -93,7 +93,9 @@ def plot_comparison(results: Sequence[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     policies = list(results[0]["policies"])
-    figure, axes = plt.subplots(len(policies), 2, figsize=(14, 4.5 * len(policies)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(policies), 2, figsize=(14, 5.5 * len(policies)), squeeze=False, layout="constrained"
+    )
     width = 0.8 / len(results)
     for (f1_axis, fpr_axis), policy in zip(axes, policies, strict=True):
         for axis, metric in ((f1_axis, "f1"), (fpr_axis, "fpr")):
