@@ -356,6 +356,9 @@ class Scheduler:
         rows: list[StepRow] = []
         pendings: list[_Pending] = []
         budget = self._max_tokens
+        # Once an older request waits for pages, younger ones must not preempt it: they would
+        # restart it over and over while each one's own feed is cut short in turn (a livelock).
+        older_waiting = False
         for pending in selected:
             if pending.done or pending.feed is None:
                 continue
@@ -373,10 +376,11 @@ class Scheduler:
                 continue
             count = min(remaining, budget)
             try:
-                pages = self._reserve(pending, start, count, protected, first=not rows)
+                pages = self._reserve(pending, start, count, protected, may_preempt=not rows and not older_waiting)
             except KVBudgetError as exc:
-                if rows or self._in_flight:
+                if rows or self._in_flight or older_waiting:
                     self._defer(pending)  # pages free up when this step or the forwards in flight end
+                    older_waiting = True
                     continue
                 self.pool.drop(pending.key)
                 self._finish(pending, exc)
@@ -391,18 +395,20 @@ class Scheduler:
         return StepPlan(tuple(rows), self.pool.take_fresh_pages()), pendings
 
     def _reserve(
-        self, pending: _Pending, start: int, count: int, protected: set[str], *, first: bool
+        self, pending: _Pending, start: int, count: int, protected: set[str], *, may_preempt: bool
     ) -> tuple[int, ...]:
-        """Reserve pages; the first row of a step may preempt partially fed requests to fit.
+        """Reserve pages; the oldest request of a step may preempt partially fed requests to fit.
 
-        Partially fed requests (long prefills split over steps) pin their pages. When the first row
-        cannot fit beside them, they are preempted: their cache is dropped and they start over
-        later (from the kept history, or a new fetch), so the oldest request always progresses.
+        Partially fed requests (long prefills split over steps) pin their pages. When the oldest
+        request that can run (``may_preempt``: the step's first, with no older one waiting for
+        pages) cannot fit beside them, the youngest of them are preempted until it fits: their
+        cache is dropped and they start over later (from the kept history, or a new fetch). So the
+        oldest request always progresses, and no request is preempted by a younger one.
         """
         try:
             return self.pool.reserve(pending.key, start, count, protected)
         except KVBudgetError:
-            if not first:
+            if not may_preempt:
                 raise
             victims = [
                 p
@@ -411,12 +417,14 @@ class Scheduler:
             ]
             if not victims:
                 raise
-            for victim in victims:
+            for victim in reversed(victims):  # the queue is in arrival order: youngest first
                 logger.debug("preempting the partial feed of %s", victim.key)
                 self.pool.drop(victim.key)
                 protected.discard(victim.key)
                 victim.started, victim.feed, victim.cursor, victim.parts = False, None, 0, []
-            return self.pool.reserve(pending.key, start, count, protected)
+                with contextlib.suppress(KVBudgetError):
+                    return self.pool.reserve(pending.key, start, count, protected)
+            raise
 
     def _defer(self, pending: _Pending) -> None:
         if not pending.started:

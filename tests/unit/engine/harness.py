@@ -25,6 +25,7 @@ from workers.engine.scheduler import Scheduler
 from workers.engine.scores import Head, HeadScores
 
 TOLERANCE = 1e-4
+SCENARIO_TIMEOUT_S = 120.0
 VOCAB = 151_669  # ids with a token in the real Qwen3 tokenizer
 RESPONSE_PREFIX = (198, 151644, 77091, 198, 151667, 271, 151668, 271)
 """``\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n`` in the Qwen3 tokenizer."""
@@ -97,7 +98,9 @@ async def run_scenario(
     await scheduler.start()
     try:
         rng = random.Random(scenario.seed)
-        return list(await asyncio.gather(*(converse(scheduler, c, rng, tolerance) for c in scenario.conversations)))
+        talks = asyncio.gather(*(converse(scheduler, c, rng, tolerance) for c in scenario.conversations))
+        # A scenario takes well under a second; a scheduling livelock must fail, not hang the run.
+        return list(await asyncio.wait_for(talks, SCENARIO_TIMEOUT_S))
     finally:
         await scheduler.close()
 

@@ -392,3 +392,29 @@ async def test_a_failed_wait_fails_only_its_forward() -> None:
     assert "b" not in executor.pool and "a" in executor.pool
     assert digests(await scheduler.score_prompt(PromptJob("b", [2]))) == expected([2], 1)
     await scheduler.close()
+
+
+async def test_rebuilds_larger_than_half_the_budget_finish_without_preempting_older_ones() -> None:
+    """Pipelined rebuilds that cannot all fit: the oldest always progresses, none is restarted forever.
+
+    Three conversations must be rebuilt from long histories (more than half the pool each) in
+    8-token slices, two forwards in flight. A request that waits for pages must not be preempted
+    by a younger one (which then gets preempted by it in turn: a livelock that never finishes).
+    """
+    executor = FakeExecutor(pages=76, page_size=1, depth=2)
+    scheduler = await started(executor, max_batch_rows=4, max_batch_tokens=8, max_wait_s=0.0)
+    histories = {"c2": [3] * 59, "c0": [1] * 58, "c1": [2] * 51}
+    chunks = {"c2": [30] * 6, "c0": [10] * 1, "c1": [20] * 2}
+
+    async def chunk(key: str) -> None:
+        log, new = histories[key], chunks[key]
+        scores = await scheduler.score_response(ResponseJob(key, len(log), new, History(log)))
+        assert digests(scores) == expected([*log, *new], len(new))
+
+    for _ in range(2):  # the second round starts from whatever the first left in the pool
+        await asyncio.wait_for(asyncio.gather(*(chunk(key) for key in histories)), 30)
+        for key, new in chunks.items():
+            histories[key] = [*histories[key], *new]
+    # Feeding every token once per round is 2 x ~190 tokens in 8-token slices; thrashing needs far more.
+    assert scheduler.stats.steps < 150, scheduler.stats
+    await scheduler.close()
