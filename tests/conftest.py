@@ -6,8 +6,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 _PREFIX = "STREAMWARDEN_"
+
+# Property tests draw the same examples on every run by default, so a run's result does not depend
+# on luck; `HYPOTHESIS_PROFILE=explore` draws fresh examples on each run to hunt for new failures.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
