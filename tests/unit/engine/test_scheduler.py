@@ -11,9 +11,12 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workers.engine.jobs import (
     HistoryMismatch,
@@ -418,3 +421,65 @@ async def test_rebuilds_larger_than_half_the_budget_finish_without_preempting_ol
     # Feeding every token once per round is 2 x ~190 tokens in 8-token slices; thrashing needs far more.
     assert scheduler.stats.steps < 150, scheduler.stats
     await scheduler.close()
+
+
+@st.composite
+def _workloads(draw: st.DrawFn) -> dict[str, object]:
+    count = draw(st.integers(1, 4))
+    talks = []
+    for index in range(count):
+        prompt = draw(st.lists(st.integers(0, 50), min_size=1, max_size=40))
+        chunks = draw(st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=12), min_size=1, max_size=10))
+        marks = st.none() | st.integers(0, len(chunks) - 1)
+        talks.append((f"c{index}", prompt, chunks, draw(marks), draw(marks)))
+    page_size = draw(st.sampled_from([1, 2, 4]))
+    longest = max(len(p) + len(PREFIX) + sum(map(len, c)) for _, p, c, _, _ in talks)
+    needed = -(-longest // page_size) + 1
+    return {
+        "talks": talks,
+        "page_size": page_size,
+        # Mostly tight: conversations evict each other and long rebuilds compete for pages.
+        "pages": draw(st.integers(needed, needed * 2) | st.integers(needed, needed * (count + 1))),
+        "max_batch_tokens": draw(st.sampled_from([4, 8, 16, 64])),
+        "max_batch_rows": draw(st.integers(1, 4)),
+        "depth": draw(st.sampled_from([1, 2])),
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(workload=_workloads())
+def test_any_workload_completes_with_exact_scores(workload: dict[str, Any]) -> None:
+    """Random conversations under tight budgets, pipelined or not: every request finishes (no
+    livelock, no lost request) with the scores of its whole token sequence."""
+
+    async def run() -> None:
+        executor = FakeExecutor(pages=workload["pages"], page_size=workload["page_size"], depth=workload["depth"])
+        scheduler = await started(
+            executor,
+            max_batch_rows=workload["max_batch_rows"],
+            max_batch_tokens=workload["max_batch_tokens"],
+            max_wait_s=0.0,
+        )
+
+        async def talk(
+            key: str, prompt: list[int], chunks: list[list[int]], rescore: int | None, release: int | None
+        ) -> None:
+            assert digests(await scheduler.score_prompt(PromptJob(key, prompt))) == expected(prompt, 1)
+            log = [*prompt, *PREFIX]
+            for index, chunk in enumerate(chunks):
+                job = ResponseJob(key, len(log), chunk, History(list(log)))
+                want = expected([*log, *chunk], len(chunk))
+                assert digests(await scheduler.score_response(job)) == want
+                if index == rescore:
+                    assert digests(await scheduler.score_response(job)) == want
+                log.extend(chunk)
+                if index == release:
+                    scheduler.release(key)
+                await asyncio.sleep(0)
+
+        try:
+            await asyncio.wait_for(asyncio.gather(*(talk(*t) for t in workload["talks"])), 20)
+        finally:
+            await scheduler.close()
+
+    asyncio.run(run())
