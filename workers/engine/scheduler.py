@@ -204,7 +204,12 @@ class Scheduler:
                 stalled = False
                 continue
             await self._collect()
-            stalled = not await self._launch() and bool(self._in_flight)
+            launched = await self._launch()
+            stalled = not launched and bool(self._in_flight)
+            if not launched and not self._in_flight:
+                # Everything was deferred to a re-resolution; yield so that this loop can never
+                # hold the event loop (and the worker's heartbeats) even if that repeats.
+                await asyncio.sleep(0)
 
     def _schedulable(self) -> bool:
         """Whether a request could join a forward now (its conversation is not in one)."""
@@ -368,7 +373,9 @@ class Scheduler:
             start = pending.start + pending.cursor
             cached = self.pool.get(pending.key)
             if start and (cached is None or cached.length != start):
-                self._defer(pending)  # evicted by an earlier row of this step: resolve again
+                # Evicted by an earlier row of this step, or released while partly fed: start over
+                # from the cache or the history (a partial feed would wait for that cache forever).
+                self._restart(pending)
                 continue
             remaining = len(pending.feed) - pending.cursor
             if remaining > budget and rows and remaining <= self._max_tokens:
@@ -421,10 +428,15 @@ class Scheduler:
                 logger.debug("preempting the partial feed of %s", victim.key)
                 self.pool.drop(victim.key)
                 protected.discard(victim.key)
-                victim.started, victim.feed, victim.cursor, victim.parts = False, None, 0, []
+                self._restart(victim)
                 with contextlib.suppress(KVBudgetError):
                     return self.pool.reserve(pending.key, start, count, protected)
             raise
+
+    @staticmethod
+    def _restart(pending: _Pending) -> None:
+        """Forget how far ``pending`` was fed; it is resolved again, from the cache or its history."""
+        pending.started, pending.feed, pending.cursor, pending.parts = False, None, 0, []
 
     def _defer(self, pending: _Pending) -> None:
         if not pending.started:

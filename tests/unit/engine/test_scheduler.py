@@ -483,3 +483,18 @@ def test_any_workload_completes_with_exact_scores(workload: dict[str, Any]) -> N
             await scheduler.close()
 
     asyncio.run(run())
+
+
+async def test_a_release_during_a_split_prefill_restarts_it() -> None:
+    """Released while partly fed (its cache is dropped after the forward in flight): the request
+    starts over instead of waiting forever for a cache that is gone."""
+    executor = FakeExecutor()
+    executor.wait_gate = threading.Event()
+    scheduler = await started(executor, max_batch_tokens=4)
+    prompt = list(range(20))
+    task = asyncio.create_task(scheduler.score_prompt(PromptJob("a", prompt)))
+    assert await asyncio.to_thread(executor.entered.wait, 5)  # the first 4 tokens are in flight
+    scheduler.release("a")
+    executor.wait_gate.set()
+    assert digests(await asyncio.wait_for(task, 5)) == expected(prompt, 1)
+    await scheduler.close()
