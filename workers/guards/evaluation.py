@@ -21,11 +21,10 @@ the first trigger, which does not depend on what follows it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -36,6 +35,7 @@ from topics.events import Message, Risk, Role
 from workers.backends.base import GuardBackend, PromptRequest, ResponseRequest
 from workers.engine.debounce import DebounceCarry, decide_chunk
 from workers.engine.debounce import Policy as DebouncePolicy
+from workers.guards.datasets.corpus import fingerprint
 from workers.guards.datasets.records import Record
 from workers.guards.metrics import (
     Policy,
@@ -159,15 +159,6 @@ def sample(records: Sequence[T], limit: int | None, seed: int = 0) -> list[T]:
         return list(records)
     chosen = np.random.default_rng(seed).choice(len(records), size=limit, replace=False)
     return [records[i] for i in sorted(chosen.tolist())]
-
-
-def fingerprint(uids: Iterable[str]) -> str:
-    """Identifies the sample a result was scored on: results compare only with equal fingerprints."""
-    digest = hashlib.sha256()
-    for uid in sorted(uids):  # order-free: scoring may finish in any order
-        digest.update(uid.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
 
 
 def _flags(scored: Sequence[Scored], policy: Policy) -> tuple[list[bool], list[bool]]:
@@ -401,7 +392,8 @@ async def evaluate(
                 "n": len(scored),
                 "languages": sorted({s.record.language for s in scored}),
                 "labels": dict(Counter(s.record.label.value for s in scored)),
-                "fingerprint": fingerprint(s.record.uid for s in scored),
+                # Order-free (scoring may finish in any order): results compare only when equal.
+                "fingerprint": fingerprint(sorted((s.record for s in scored), key=lambda r: r.uid))[:16],
             }
             for name, scored in results.items()
         },
