@@ -47,3 +47,15 @@ async def test_records_expire(redis_url: str) -> None:
         assert await store.read_log("c1") == []
     finally:
         await store.aclose()
+
+
+async def test_ping_loads_the_scripts_before_the_first_write(redis_url: str, redis_client: aioredis.Redis) -> None:
+    store = RedisStore(redis_url, namespace=f"t{uuid.uuid4().hex[:8]}", ttl_s=60)
+    try:
+        shas = [store._open_turn.sha, store._apply_chunk.sha]
+        await redis_client.script_flush()
+        assert await redis_client.script_exists(*shas) == [False, False]
+        assert await store.ping()
+        assert await redis_client.script_exists(*shas) == [True, True]
+    finally:
+        await store.aclose()

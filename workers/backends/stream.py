@@ -168,7 +168,7 @@ class StreamBackend:
             if self._scheduler is not None:
                 return
             engine = self._settings.engine
-            chat_format = await asyncio.to_thread(lambda: self.chat_format)
+            chat_format = await asyncio.to_thread(self._prepared_chat_format)
             runner = await asyncio.to_thread(self._load_runner)
             scheduler = Scheduler(
                 runner,
@@ -179,6 +179,13 @@ class StreamBackend:
             )
             await scheduler.start()
             self._runner, self._scheduler = runner, scheduler
+
+    def _prepared_chat_format(self) -> ChatFormat:
+        from workers.engine.text import prepare
+
+        chat_format = self.chat_format
+        prepare(chat_format)  # not on the first chunk, on the event loop
+        return chat_format
 
     def _load_runner(self) -> BatchRunner:
         from workers.engine.model import load_guard_model

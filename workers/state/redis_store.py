@@ -86,6 +86,10 @@ class RedisStore:
         self._apply_chunk = self._redis.register_script(_APPLY_CHUNK)
 
     async def ping(self) -> bool:
+        """Check the server, and load the scripts into it so the first writes find them."""
+        # Unloaded, the first burst of writes all fail EVALSHA with NOSCRIPT and load them at once.
+        for script in (self._open_turn, self._apply_chunk):
+            await self._redis.script_load(script.script)
         return bool(await self._redis.ping())
 
     async def load(self, conversation_id: str) -> TurnState | None:

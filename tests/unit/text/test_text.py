@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from workers.engine import text
 from workers.engine.template import ChatFormat
-from workers.engine.text import IncrementalTokenizer, TextDecodeError, UnsupportedTokenizer
+from workers.engine.text import IncrementalTokenizer, TextDecodeError, UnsupportedTokenizer, prepare
 
 # Pieces chosen to sit on every rule of the pre-tokenizer and normaliser: contractions, digit
 # runs, whitespace runs with and without line breaks, punctuation runs, Cyrillic and CJK runs,
@@ -220,3 +221,23 @@ class TestErrors:
         bare.pre_tokenizer = pre_tokenizers.Whitespace()
         with pytest.raises(UnsupportedTokenizer, match="pre-tokenizer"):
             IncrementalTokenizer(PreTrainedTokenizerFast(tokenizer_object=bare))  # type: ignore[no-untyped-call]
+
+
+class TestPrepare:
+    def test_builds_the_rules_ahead_of_the_first_chunk(self, qwen_format: ChatFormat) -> None:
+        text._rules_for.cache_clear()
+        text._composition_pairs.cache_clear()
+        prepare(qwen_format)
+        built = text._rules_for.cache_info()
+        assert built.currsize == 1 and text._composition_pairs.cache_info().currsize == 1
+        IncrementalTokenizer(qwen_format).feed("caf\u00e9 au lait ")
+        used = text._rules_for.cache_info()
+        assert used.misses == built.misses and used.hits > built.hits, "the first chunk parsed the tokenizer again"
+
+    def test_refuses_an_unsupported_tokenizer_at_start_up(self) -> None:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        bare = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+        bare.pre_tokenizer = pre_tokenizers.Whitespace()
+        with pytest.raises(UnsupportedTokenizer, match="pre-tokenizer"):
+            prepare(PreTrainedTokenizerFast(tokenizer_object=bare))  # type: ignore[no-untyped-call]
