@@ -34,4 +34,7 @@ def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
 
         runtime.on_ready.append(announce)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    # faust draws a terminal spinner at WARNING and above by lowering the root logger to DEBUG and
+    # spinning once per record: every debug call in aiokafka would then build a LogRecord.
+    worker.spinner = None
     worker.execute_from_commandline()
