@@ -10,14 +10,16 @@ conversations), measured from the same producer and consumer code:
 
 Reported: chunk published -> verdict consumed latency (p50/p99) for both and their difference,
 throughput, and for the conversations that turn unsafe the cut-off latency (triggering chunk
-published -> ControlEvent received by the producer) and how many chunks the producer published
-after the triggering one before it stopped.
+published -> ControlEvent received by the producer), split at the moment the worker published the
+cut-off, and how many chunks the producer published after the triggering one before it stopped.
+The plot also shows latency over the run, warm-up included, so start-up transients stay visible.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import random
 import sys
@@ -26,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
@@ -40,6 +43,9 @@ from workers.client import GuardClient
 from workers.engine.planted import make_planted_checkpoint
 from workers.infra import LocalKafka, LocalRedis, ensure_topics
 from workers.runner import REPO_ROOT, WorkerProcess
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 WORDS = ("the", "river", "runs", "past", "old", "stone", "bridges", "and", "quiet", "fields", "toward", "the", "sea")
 
@@ -69,9 +75,12 @@ class Result:
     cutoffs: int = 0
     cutoff_p50_ms: float | None = None
     cutoff_p99_ms: float | None = None
+    cutoff_at_worker_p50_ms: float | None = None  # triggering chunk published -> worker publishes the cut-off
+    cutoff_at_worker_p99_ms: float | None = None
     leaked_max: int | None = None
     leaked_mean: float | None = None
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)  # (s since start, ms)
 
 
 class Recorder:
@@ -80,9 +89,14 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: dict[tuple[str, int], float] = {}
         self.received: dict[tuple[str, int], float] = {}
+        self.trigger_wall: dict[str, float] = {}  # conversation -> time.time() its trigger was sent
 
     def latencies(self, after: float) -> list[float]:
         return [(self.received[k] - t) * 1000 for k, t in self.sent.items() if t >= after and k in self.received]
+
+    def timeline(self, start: float) -> list[tuple[float, float]]:
+        """(seconds after ``start`` the chunk was sent, its latency in ms) for every answered chunk."""
+        return sorted((t - start, (self.received[k] - t) * 1000) for k, t in self.sent.items() if k in self.received)
 
 
 async def _consume(bootstrap: str, topic: str, recorder: Recorder, verdicts: bool) -> None:
@@ -148,6 +162,8 @@ async def _conversation(
         if trigger_at is not None and writer.seq == trigger_at:
             text, trigger_seq = "and then DETONATE it ", writer.seq
         recorder.sent[(cid, writer.seq)] = time.perf_counter()
+        if trigger_seq == writer.seq:
+            recorder.trigger_wall[cid] = time.time()  # compared with the cut-off record's timestamp
         await writer.send(text)
         if trigger_seq is not None and writer.seq - 1 > trigger_seq:
             leaks[cid] = writer.seq - 1 - trigger_seq
@@ -165,6 +181,11 @@ async def _drive(
     rng = random.Random(load.seed)
     consumer = asyncio.create_task(_consume(bootstrap, verdict_topic, recorder, verdicts))
     await asyncio.sleep(2.0)  # the consumer joins and positions itself at the end
+    # This process carries torch and transformers (it built the planted checkpoint): a full
+    # collection walks them all with the event loop stopped (~230 ms here), which would be charged
+    # to the pipeline as a latency spike. Nothing allocated from here on needs them scanned.
+    gc.collect()
+    gc.freeze()
     leaks: dict[str, int] = {}
     async with GuardClient(bootstrap, topic_prefix=prefix) as client:
         start = time.perf_counter()
@@ -175,7 +196,7 @@ async def _drive(
             *(_conversation(client, recorder, load, rate, c, triggers[c], stop_at, leaks) for c in cids)
         )
         await asyncio.sleep(3.0)  # in-flight verdicts
-        cut_latencies = []
+        cut_latencies, at_worker = [], []
         for c, t in triggers.items():
             control = client.cutoff(c, "m1")
             if t is None or control is None or control.seq is None:
@@ -184,6 +205,9 @@ async def _drive(
             got = client.cutoff_received_at(c, "m1")
             if sent is not None and got is not None:
                 cut_latencies.append((got - sent) * 1000)
+            published, trigger_sent = client.cutoff_published_at(c, "m1"), recorder.trigger_wall.get(c)
+            if control.seq == t and published is not None and trigger_sent is not None:
+                at_worker.append((published - trigger_sent) * 1000)
     consumer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consumer
@@ -202,6 +226,7 @@ async def _drive(
         p99_ms=float(np.percentile(lat, 99)),
         max_ms=float(lat.max()),
         latencies_ms=measured,
+        timeline=recorder.timeline(start),
     )
     if len(window) and cut_latencies:
         cut = np.array(cut_latencies)
@@ -210,6 +235,9 @@ async def _drive(
         result.cutoff_p99_ms = float(np.percentile(cut, 99))
         result.leaked_max = max(leaks.values())
         result.leaked_mean = float(np.mean(list(leaks.values())))
+    if at_worker:
+        result.cutoff_at_worker_p50_ms = float(np.percentile(at_worker, 50))
+        result.cutoff_at_worker_p99_ms = float(np.percentile(at_worker, 99))
     return result
 
 
@@ -299,20 +327,25 @@ def report(results: list[Result], load: Load, console: Console, out: Path | None
                 f"at {rate:.0f} chunks/s the guard adds {pipe.p50_ms - base.p50_ms:.1f} ms at p50 and "
                 f"{pipe.p99_ms - base.p99_ms:.1f} ms at p99 over a bare two-hop Kafka relay"
             )
+        if pipe and pipe.cutoff_at_worker_p50_ms is not None:
+            console.print(
+                f"at {rate:.0f} chunks/s the worker published the cut-off {pipe.cutoff_at_worker_p50_ms:.1f} ms "
+                f"(p50) / {pipe.cutoff_at_worker_p99_ms:.1f} ms (p99) after the triggering chunk was published"
+            )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         rows = [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results]
         out.write_text(json.dumps({"load": asdict(load), "results": rows}, indent=2) + "\n", encoding="utf-8")
-        _plot(results, out.with_suffix(".png"))
+        _plot(results, load, out.with_suffix(".png"))
 
 
-def _plot(results: list[Result], path: Path) -> None:
+def _plot(results: list[Result], load: Load, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_rate, cdf) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (by_rate, cdf, over_time) = plt.subplots(1, 3, figsize=(18, 4.5))
     for name, style in (("relay", "--"), ("pipeline", "-")):
         runs = sorted((r for r in results if r.name == name), key=lambda r: r.offered_rate)
         rates = [r.offered_rate for r in runs]
@@ -322,6 +355,7 @@ def _plot(results: list[Result], path: Path) -> None:
             data = np.sort(np.array(runs[-1].latencies_ms))
             if len(data):
                 cdf.plot(data, np.linspace(0, 1, len(data)), style, label=f"{name} at {runs[-1].offered_rate:.0f}/s")
+            _plot_timeline(over_time, runs[-1], style)
     by_rate.set_yscale("log")
     by_rate.set_xlabel("offered chunks per second")
     by_rate.set_ylabel("chunk published -> verdict consumed (ms)")
@@ -332,6 +366,27 @@ def _plot(results: list[Result], path: Path) -> None:
     cdf.set_ylabel("fraction of chunks")
     cdf.grid(True, which="both", alpha=0.3)
     cdf.legend()
+    over_time.axvspan(0, load.warmup_s, color="grey", alpha=0.15, label="warm-up (not in the statistics)")
+    over_time.set_yscale("log")
+    over_time.set_xlabel("seconds since the load started")
+    over_time.set_ylabel("latency of chunks sent in each 0.5 s (ms)")
+    over_time.grid(True, which="both", alpha=0.3)
+    over_time.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_timeline(ax: Axes, run: Result, style: str, bin_s: float = 0.5) -> None:
+    """p50 and max latency of the chunks sent in each ``bin_s`` window of ``run``."""
+    if not run.timeline:
+        return
+    sent, latency = np.array(run.timeline).T
+    bins = (sent // bin_s).astype(int)
+    edges = np.unique(bins)
+    p50 = [np.percentile(latency[bins == b], 50) for b in edges]
+    worst = [latency[bins == b].max() for b in edges]
+    x = edges * bin_s + bin_s / 2
+    label = f"{run.name} at {run.offered_rate:.0f}/s"
+    ax.plot(x, p50, style, label=f"{label} p50")
+    ax.plot(x, worst, style, alpha=0.5, label=f"{label} max")

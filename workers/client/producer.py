@@ -54,6 +54,7 @@ class GuardClient:
         )
         self._cuts: dict[tuple[str, str], ControlEvent] = {}
         self._cut_at: dict[tuple[str, str], float] = {}
+        self._cut_published: dict[tuple[str, str], float] = {}
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -141,6 +142,14 @@ class GuardClient:
         """``time.perf_counter()`` when the message's cut-off reached this client, if it has."""
         return self._cut_at.get((conversation_id, message_id))
 
+    def cutoff_published_at(self, conversation_id: str, message_id: str) -> float | None:
+        """When the worker published the message's cut-off (``time.time()`` scale), if it arrived.
+
+        This is the control record's Kafka timestamp: the worker's send time with the topic's
+        default ``CreateTime``, so comparing it with this host's clock is only exact on one host.
+        """
+        return self._cut_published.get((conversation_id, message_id))
+
     async def wait_cutoff(self, conversation_id: str, message_id: str, within_s: float) -> ControlEvent | None:
         """Wait up to ``within_s`` seconds for the message's cut-off."""
         key = (conversation_id, message_id)
@@ -155,9 +164,9 @@ class GuardClient:
             batches = await self._control.getmany(timeout_ms=100)
             for records in batches.values():
                 for record in records:
-                    self._on_control(record.value or b"")
+                    self._on_control(record.value or b"", record.timestamp / 1000)
 
-    def _on_control(self, raw: bytes) -> None:
+    def _on_control(self, raw: bytes, published: float) -> None:
         try:
             event = codec.decode(raw, ControlEvent)
         except DecodeError as exc:
@@ -167,6 +176,7 @@ class GuardClient:
         if key not in self._cuts:
             self._cuts[key] = event
             self._cut_at[key] = time.perf_counter()
+            self._cut_published[key] = published
         waiter = self._waiters.pop(key, None)
         if waiter is not None:
             waiter.set()
