@@ -43,6 +43,7 @@ class WorkerRuntime(Service):
         self, app: faust.App, settings: Settings, backend: GuardBackend, sensor: Sensor, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        # Called once, when the backend is loaded and the group has given this worker its partitions.
         self.on_ready: list[Callable[[], object]] = []
         self.settings = settings
         self.backend = backend
@@ -72,7 +73,9 @@ class WorkerRuntime(Service):
         )
         self.ingest = Ingest(self.moderator, self.router, max_bytes=settings.kafka.max_message_bytes, sensor=sensor)
 
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # the backend is loaded: the agents may consume
+        self.assigned = asyncio.Event()  # the first rebalance gave this worker its partitions (maybe none)
+        self._announced = False
 
     async def on_start(self) -> None:
         await self.store.ping()
@@ -84,8 +87,17 @@ class WorkerRuntime(Service):
         gc.collect()
         gc.freeze()
         self.ready.set()
-        for callback in self.on_ready:
-            callback()
+        self._announce()
+
+    def partitions_assigned(self) -> None:
+        self.assigned.set()
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.ready.is_set() and self.assigned.is_set() and not self._announced:
+            self._announced = True
+            for callback in self.on_ready:
+                callback()
 
     async def on_stop(self) -> None:
         await self.router.aclose()
@@ -134,6 +146,7 @@ def create_app(
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned: set[Any] = args[0] if args else kwargs["assigned"]
         await runtime.moderator.on_assigned(sorted({tp.partition for tp in assigned}))
+        runtime.partitions_assigned()
 
     app.on_partitions_assigned.connect(on_assigned)
 

@@ -35,7 +35,7 @@ def _config_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = subparsers.add_parser("worker", help="run a guard worker (joins the consumer group)")
-    worker.add_argument("--ready-file", type=Path, help="written once the model is loaded and consuming")
+    worker.add_argument("--ready-file", type=Path, help="written once loaded and assigned its partitions")
     worker.set_defaults(handler=_worker)
 
 

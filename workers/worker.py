@@ -15,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
-    """Run until SIGINT/SIGTERM. ``ready_file`` is written once the model is loaded and consuming."""
+    """Run until SIGINT/SIGTERM. ``ready_file`` is written once the model is loaded and the group has
+    assigned this worker its partitions."""
     import faust
 
     sensor: Sensor = NullSensor()
