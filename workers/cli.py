@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -49,7 +50,23 @@ def configure_logging(level: str) -> None:
     )
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM exit like Ctrl-C: the servers and workers a command started are stopped.
+
+    By default SIGTERM ends the interpreter on the spot, so no ``async with`` block exits and no
+    ``atexit`` hook runs: a benchmark or a demo stopped by ``kill`` would leave its Kafka broker,
+    Redis and workers running (they run in their own sessions). ``streamwarden worker`` replaces
+    this with faust's own graceful shutdown.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    exit_on_sigterm()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -273,3 +273,35 @@ async def test_cli_up_status_down(tmp_path: Path, topic_prefix: str) -> None:
     assert not (tmp_path / "infra.env").exists()
     code, out, _ = await _cli("infra", "status", *paths)
     assert code == 0 and "nothing runs" in out
+
+
+async def test_sigterm_to_a_command_stops_the_servers_it_started(tmp_path: Path) -> None:
+    # What a benchmark or the demo does: start servers in an ``async with``, then get killed.
+    script = f"""
+import asyncio
+from pathlib import Path
+from workers.cli import exit_on_sigterm
+from workers.infra import LocalRedis
+
+exit_on_sigterm()
+
+async def main():
+    async with LocalRedis(run_dir=Path({str(tmp_path / "redis")!r})) as redis:
+        print(redis.process.pid, flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=REPO, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    assert line, "the command did not start its Redis"
+    pid = int(line)
+    try:
+        assert not _gone(pid)
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 128 + 15
+        assert _gone(pid), "the Redis the command started outlived it"
+    finally:
+        if not _gone(pid):
+            psutil.Process(pid).kill()
