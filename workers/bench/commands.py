@@ -68,6 +68,9 @@ def register(subparsers: _Subparsers) -> None:
     pipeline.add_argument("--unsafe-share", type=float, default=0.2, help="conversations that turn unsafe")
     pipeline.add_argument("--partitions", type=int, default=8)
     pipeline.add_argument("--seed", type=int, default=0)
+    pipeline.add_argument(
+        "--repeat", type=int, default=1, help="run everything this many times, each on a fresh broker, Redis and worker"
+    )
     pipeline.add_argument("--run-dir", type=Path, default=Path(".streamwarden/bench-pipeline"))
     pipeline.add_argument("--out", type=Path, default=Path("docs/pipeline_bench.json"), help="JSON (and PNG) result")
     pipeline.set_defaults(handler=_bench_pipeline)
@@ -118,7 +121,7 @@ def _bench_pipeline(args: argparse.Namespace, settings: Settings) -> int:
 
     from rich.console import Console
 
-    from workers.bench.pipeline import Load, report, run_pipeline_bench
+    from workers.bench.pipeline import Load, report, report_repeats, run_pipeline_bench
 
     console = Console()
     load = Load(
@@ -130,7 +133,18 @@ def _bench_pipeline(args: argparse.Namespace, settings: Settings) -> int:
         unsafe_share=args.unsafe_share,
         seed=args.seed,
     )
+    if args.repeat < 1:
+        logger.error("--repeat must be at least 1, got %s", args.repeat)
+        return 2
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(run_pipeline_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions))
-    report(results, load, console, args.out)
+    runs = []
+    for index in range(args.repeat):
+        if args.repeat > 1:
+            console.rule(f"run {index + 1} of {args.repeat}")
+        run = run_pipeline_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions)
+        results = asyncio.run(run)
+        report(results, load, console, args.out if args.repeat == 1 else None)
+        runs.append(results)
+    if args.repeat > 1:
+        report_repeats(runs, load, console, args.out)
     return 0

@@ -75,6 +75,8 @@ class Result:
     cutoffs: int = 0
     cutoff_p50_ms: float | None = None
     cutoff_p99_ms: float | None = None
+    in_worker_p50_ms: float | None = None  # the verdicts' latency_ms: the worker's receipt -> verdict
+    in_worker_p99_ms: float | None = None
     cutoff_at_worker_p50_ms: float | None = None  # triggering chunk published -> worker publishes the cut-off
     cutoff_at_worker_p99_ms: float | None = None
     leaked_max: int | None = None
@@ -90,6 +92,7 @@ class Recorder:
         self.sent: dict[tuple[str, int], float] = {}
         self.received: dict[tuple[str, int], float] = {}
         self.trigger_wall: dict[str, float] = {}  # conversation -> time.time() its trigger was sent
+        self.in_worker: dict[tuple[str, int], float] = {}  # the verdict's own latency_ms (receipt -> verdict)
 
     def latencies(self, after: float) -> list[float]:
         return [(self.received[k] - t) * 1000 for k, t in self.sent.items() if t >= after and k in self.received]
@@ -114,22 +117,27 @@ async def _consume(bootstrap: str, topic: str, recorder: Recorder, verdicts: boo
             now = time.perf_counter()
             for records in batches.values():
                 for r in records:
-                    key = _key(r.value or b"", verdicts)
+                    key, in_worker = _key(r.value or b"", verdicts)
                     if key is not None:
                         recorder.received.setdefault(key, now)
+                    if key is not None and in_worker is not None:
+                        recorder.in_worker.setdefault(key, in_worker)
     finally:
         await consumer.stop()
 
 
-def _key(raw: bytes, verdicts: bool) -> tuple[str, int] | None:
+def _key(raw: bytes, verdicts: bool) -> tuple[tuple[str, int] | None, float | None]:
+    """The chunk a record answers, and for a verdict the worker's own share of its latency."""
     try:
         if verdicts:
             v = codec.decode(raw, VerdictEvent)
-            return (v.conversation_id, v.seq) if v.stage is Stage.RESPONSE and v.seq is not None else None
+            if v.stage is Stage.RESPONSE and v.seq is not None:
+                return (v.conversation_id, v.seq), v.latency_ms
+            return None, None
         c = codec.decode(raw, TokenChunkEvent)
     except DecodeError:
-        return None
-    return c.conversation_id, c.seq
+        return None, None
+    return (c.conversation_id, c.seq), None
 
 
 def _pieces(rng: random.Random, n: int) -> Iterator[str]:
@@ -235,6 +243,10 @@ async def _drive(
         result.cutoff_p99_ms = float(np.percentile(cut, 99))
         result.leaked_max = max(leaks.values())
         result.leaked_mean = float(np.mean(list(leaks.values())))
+    in_worker = [ms for k, ms in recorder.in_worker.items() if recorder.sent.get(k, 0.0) >= start + load.warmup_s]
+    if in_worker:
+        result.in_worker_p50_ms = float(np.percentile(in_worker, 50))
+        result.in_worker_p99_ms = float(np.percentile(in_worker, 99))
     if at_worker:
         result.cutoff_at_worker_p50_ms = float(np.percentile(at_worker, 50))
         result.cutoff_at_worker_p99_ms = float(np.percentile(at_worker, 99))
@@ -327,6 +339,11 @@ def report(results: list[Result], load: Load, console: Console, out: Path | None
                 f"at {rate:.0f} chunks/s the guard adds {pipe.p50_ms - base.p50_ms:.1f} ms at p50 and "
                 f"{pipe.p99_ms - base.p99_ms:.1f} ms at p99 over a bare two-hop Kafka relay"
             )
+        if pipe and pipe.in_worker_p50_ms is not None:
+            console.print(
+                f"at {rate:.0f} chunks/s the worker took {pipe.in_worker_p50_ms:.1f} ms (p50) / "
+                f"{pipe.in_worker_p99_ms:.1f} ms (p99) from receiving a chunk to its verdict; the rest is Kafka"
+            )
         if pipe and pipe.cutoff_at_worker_p50_ms is not None:
             console.print(
                 f"at {rate:.0f} chunks/s the worker published the cut-off {pipe.cutoff_at_worker_p50_ms:.1f} ms "
@@ -334,9 +351,82 @@ def report(results: list[Result], load: Load, console: Console, out: Path | None
             )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{k: v for k, v in asdict(r).items() if k != "latencies_ms"} for r in results]
+        rows = [_row(r) for r in results]
         out.write_text(json.dumps({"load": asdict(load), "results": rows}, indent=2) + "\n", encoding="utf-8")
         _plot(results, load, out.with_suffix(".png"))
+
+
+def _row(result: Result) -> dict[str, object]:
+    """A result as a JSON record, without its per-chunk samples."""
+    return {k: v for k, v in asdict(result).items() if k not in ("latencies_ms", "timeline")}
+
+
+def report_repeats(runs: list[list[Result]], load: Load, console: Console, out: Path | None) -> None:
+    """Summarise repeated runs (each a full ``run_pipeline_bench``): how steady each number is."""
+    table = Table(title=f"{len(runs)} runs: min / median / max over the runs")
+    for col in ("run", "offered/s", "p50 ms", "p99 ms", "cut-off p99 ms", "leaked chunks (max)", "all answered"):
+        table.add_column(col, justify="right")
+
+    def spread(values: list[float | None]) -> str:
+        known = [v for v in values if v is not None]
+        if not known:
+            return "-"
+        return f"{min(known):.1f} / {float(np.median(known)):.1f} / {max(known):.1f}"
+
+    for name in ("relay", "pipeline"):
+        for rate in load.rates:
+            same = [r for results in runs for r in results if r.name == name and r.offered_rate == rate]
+            if not same:
+                continue
+            table.add_row(
+                name,
+                f"{rate:.0f}",
+                spread([r.p50_ms for r in same]),
+                spread([r.p99_ms for r in same]),
+                spread([r.cutoff_p99_ms for r in same]),
+                spread([None if r.leaked_max is None else float(r.leaked_max) for r in same]),
+                "yes" if all(r.chunks_measured == r.chunks_published for r in same) else "NO",
+            )
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [[_row(r) for r in results] for results in runs]
+        out.write_text(json.dumps({"load": asdict(load), "runs": rows}, indent=2) + "\n", encoding="utf-8")
+        _plot_repeats(runs, out.with_suffix(".png"))
+
+
+def _plot_repeats(runs: list[list[Result]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (verdicts, cutoffs) = plt.subplots(1, 2, figsize=(12, 4.5))
+    index = np.arange(1, len(runs) + 1)
+    rates = sorted({r.offered_rate for results in runs for r in results})
+    for rate in rates:
+        for name, style in (("relay", "--"), ("pipeline", "-")):
+            same = [next((r for r in results if r.name == name and r.offered_rate == rate), None) for results in runs]
+            if not any(same):
+                continue
+            label = f"{name} at {rate:.0f}/s"
+            verdicts.plot(index, [r.p50_ms if r else np.nan for r in same], style, marker="o", label=f"{label} p50")
+            verdicts.plot(index, [r.p99_ms if r else np.nan for r in same], style, marker="s", label=f"{label} p99")
+            if name == "pipeline":
+                cut = [r.cutoff_p99_ms if r and r.cutoff_p99_ms is not None else np.nan for r in same]
+                cutoffs.plot(index, cut, style, marker="s", label=f"{label} cut-off p99")
+    axes = ((verdicts, "chunk published -> verdict consumed (ms)"), (cutoffs, "trigger -> cut-off at producer (ms)"))
+    for ax, what in axes:
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("run")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot(results: list[Result], load: Load, path: Path) -> None:
