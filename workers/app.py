@@ -74,7 +74,7 @@ class WorkerRuntime(Service):
         self.ingest = Ingest(self.moderator, self.router, max_bytes=settings.kafka.max_message_bytes, sensor=sensor)
 
         self.ready = asyncio.Event()  # the backend is loaded: the agents may consume
-        self.assigned = asyncio.Event()  # the first rebalance gave this worker its partitions (maybe none)
+        self._assigned = False  # the first rebalance gave this worker its partitions (maybe none)
         self._announced = False
 
     async def on_start(self) -> None:
@@ -90,11 +90,11 @@ class WorkerRuntime(Service):
         self._announce()
 
     def partitions_assigned(self) -> None:
-        self.assigned.set()
+        self._assigned = True
         self._announce()
 
     def _announce(self) -> None:
-        if self.ready.is_set() and self.assigned.is_set() and not self._announced:
+        if self.ready.is_set() and self._assigned and not self._announced:
             self._announced = True
             for callback in self.on_ready:
                 callback()

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,6 +25,15 @@ from topics.events import ControlEvent, Message, PromptEvent, TokenChunkEvent
 from topics.names import DEFAULT_PREFIX, Topic
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """A cut-off as it reached this client."""
+
+    event: ControlEvent
+    received: float  # time.perf_counter() on arrival
+    published: float  # the control record's timestamp, in seconds since the epoch
 
 
 class GuardClient:
@@ -52,9 +62,7 @@ class GuardClient:
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
         )
-        self._cuts: dict[tuple[str, str], ControlEvent] = {}
-        self._cut_at: dict[tuple[str, str], float] = {}
-        self._cut_published: dict[tuple[str, str], float] = {}
+        self._cuts: dict[tuple[str, str], _Cut] = {}
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
 
@@ -136,11 +144,13 @@ class GuardClient:
 
     def cutoff(self, conversation_id: str, message_id: str) -> ControlEvent | None:
         """The cut-off of a message, if one has arrived."""
-        return self._cuts.get((conversation_id, message_id))
+        cut = self._cuts.get((conversation_id, message_id))
+        return cut.event if cut else None
 
     def cutoff_received_at(self, conversation_id: str, message_id: str) -> float | None:
         """``time.perf_counter()`` when the message's cut-off reached this client, if it has."""
-        return self._cut_at.get((conversation_id, message_id))
+        cut = self._cuts.get((conversation_id, message_id))
+        return cut.received if cut else None
 
     def cutoff_published_at(self, conversation_id: str, message_id: str) -> float | None:
         """When the worker published the message's cut-off (``time.time()`` scale), if it arrived.
@@ -148,7 +158,8 @@ class GuardClient:
         This is the control record's Kafka timestamp: the worker's send time with the topic's
         default ``CreateTime``, so comparing it with this host's clock is only exact on one host.
         """
-        return self._cut_published.get((conversation_id, message_id))
+        cut = self._cuts.get((conversation_id, message_id))
+        return cut.published if cut else None
 
     async def wait_cutoff(self, conversation_id: str, message_id: str, within_s: float) -> ControlEvent | None:
         """Wait up to ``within_s`` seconds for the message's cut-off."""
@@ -157,7 +168,7 @@ class GuardClient:
             event = self._waiters.setdefault(key, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), within_s)
-        return self._cuts.get(key)
+        return self.cutoff(conversation_id, message_id)
 
     async def _listen(self) -> None:
         while True:
@@ -174,9 +185,7 @@ class GuardClient:
             return
         key = (event.conversation_id, event.message_id)
         if key not in self._cuts:
-            self._cuts[key] = event
-            self._cut_at[key] = time.perf_counter()
-            self._cut_published[key] = published
+            self._cuts[key] = _Cut(event, time.perf_counter(), published)
         waiter = self._waiters.pop(key, None)
         if waiter is not None:
             waiter.set()
