@@ -60,6 +60,7 @@ class WorkerRuntime(Service):
                 worker_id=worker_id(settings),
                 default_policy=Policy(settings.guard.policy),
                 dlq_payload_bytes=settings.kafka.dlq_payload_bytes,
+                lag_warn_s=settings.worker.lag_warn_ms / 1000.0,
             ),
             sensor,
         )

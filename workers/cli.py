@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from workers.logs import configure_logging
 from workers.settings import ConfigError, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -36,18 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
-
-
-def configure_logging(level: str) -> None:
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    # Logs go to stderr: stdout is for command output (``infra up`` prints shell exports).
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=True)],
-    )
 
 
 def exit_on_sigterm() -> None:

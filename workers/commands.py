@@ -51,9 +51,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from workers.demo.run import run_demo
+    from workers.logs import log_to_file
 
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=Console()))
+    console = Console()
+    log_path = log_to_file(args.run_dir / "demo.log")
+    try:
+        return asyncio.run(run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=console))
+    finally:
+        console.print(f"[dim]logs: {log_path} (the worker's: {args.run_dir}/worker-1.log)[/]")
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:

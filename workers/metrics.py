@@ -17,6 +17,9 @@ class Sensor(Protocol):
     def on_verdict(self, stage: str, risk: str, action: str, latency_s: float) -> None:
         """A verdict was published; ``latency_s`` is receipt to publication."""
 
+    def on_lag(self, stage: str, lag_s: float) -> None:
+        """A verdict was published ``lag_s`` after its record was (the record's Kafka timestamp)."""
+
     def on_cutoff(self, stage: str) -> None:
         """A cut-off was published."""
 
@@ -29,6 +32,9 @@ class NullSensor:
         pass
 
     def on_verdict(self, stage: str, risk: str, action: str, latency_s: float) -> None:
+        pass
+
+    def on_lag(self, stage: str, lag_s: float) -> None:
         pass
 
     def on_cutoff(self, stage: str) -> None:
@@ -56,6 +62,13 @@ class PrometheusSensor:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
             registry=self.registry,
         )
+        self._lag = Histogram(
+            "guard_verdict_lag_seconds",
+            "Record published (its Kafka timestamp) to verdict publication: grows when the worker falls behind",
+            ["stage"],
+            buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48),
+            registry=self.registry,
+        )
         self._cutoffs = Counter("guard_cutoffs", "Cut-offs published", ["stage"], registry=self.registry)
         self._dead = Counter("guard_dead_letters", "Records dead-lettered", ["reason"], registry=self.registry)
 
@@ -70,6 +83,9 @@ class PrometheusSensor:
     def on_verdict(self, stage: str, risk: str, action: str, latency_s: float) -> None:
         self._verdicts.labels(stage, risk, action).inc()
         self._latency.labels(stage).observe(latency_s)
+
+    def on_lag(self, stage: str, lag_s: float) -> None:
+        self._lag.labels(stage).observe(lag_s)
 
     def on_cutoff(self, stage: str) -> None:
         self._cutoffs.labels(stage).inc()

@@ -58,6 +58,11 @@ class EngineSettings(_Section):
         description="torch threads when the engine runs on CPU (0 = torch's default); spinning OpenMP "
         "threads compete with the event loop and the broker on small machines",
     )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: dynamic int8 linear layers in the backbone (CPU only; scores within a tested "
+        "bound of float32, see docs/benchmarks.md); none: as loaded",
+    )
     attention: Literal["auto", "padded", "paged", "varlen"] = Field(
         "auto",
         description="KV attention path: padded (transformers cache, gathered and padded per step), paged "
@@ -92,6 +97,11 @@ class WorkerSettings(_Section):
     reorder_window: int = Field(64, ge=0, description="Out-of-order chunks held per message")
     reorder_wait_s: float = Field(5.0, ge=0, description="How long a gap in seq may stay open")
     metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint")
+    lag_warn_ms: float = Field(
+        500.0,
+        gt=0,
+        description="Log a warning while verdicts trail their records by more than this (p90 over 10 s)",
+    )
 
 
 class Settings(BaseSettings):

@@ -52,6 +52,7 @@ class Ingest:
             key=message.key,
             value=message.value if isinstance(message.value, bytes) else bytes(message.value or b""),
             received=time.perf_counter(),
+            produced=message.timestamp if message.timestamp else None,
         )
         self._sensor.on_record(delivery.topic)
 

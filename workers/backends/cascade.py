@@ -7,6 +7,13 @@ and the model info are the stream guard's.
 
 The prefilter's category indices are translated into the stream guard's query categories by name,
 so a verdict names the right category whichever tier decided it.
+
+A prompt the prefilter allows is still fed to the stream guard, in the background, once its
+verdict is returned: the stream guard judges the answer in the context of the prompt, so its cache
+must hold the prompt before the first chunk comes. Priming it while the LLM starts generating
+keeps that prefill off both the prompt verdict (which returns at the prefilter's speed) and the
+first chunk's verdict (which would otherwise rebuild the prompt from the Redis log). A prompt the
+prefilter blocks is not primed: its answer is cut off before it starts.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from topics.events import Risk
 from workers.backends.base import (
+    RISK_ORDER,
     GuardBackend,
     ModelInfo,
     PromptRequest,
@@ -30,6 +39,11 @@ if TYPE_CHECKING:
     from workers.engine.template import ChatFormat
 
 logger = logging.getLogger(__name__)
+
+
+def is_allowed(scores: PromptScores) -> bool:
+    """Whether a decided prefilter verdict lets the prompt through (Safe is its most likely class)."""
+    return int(scores.risk.argmax()) == RISK_ORDER.index(Risk.SAFE)
 
 
 def category_translation(prefilter: ModelInfo, stream: ModelInfo) -> tuple[int, ...]:
@@ -54,6 +68,7 @@ class CascadeBackend:
         self._prefilter = prefilter
         self._stream = stream
         self._categories: tuple[int, ...] | None = None
+        self._priming: set[asyncio.Task[PromptScores]] = set()
 
     @property
     def info(self) -> ModelInfo:
@@ -71,6 +86,9 @@ class CascadeBackend:
         self._categories = category_translation(self._prefilter.info, self._stream.info)
 
     async def close(self) -> None:
+        for task in list(self._priming):
+            task.cancel()
+        await asyncio.gather(*self._priming, return_exceptions=True)
         results = await asyncio.gather(self._prefilter.close(), self._stream.close(), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -81,9 +99,23 @@ class CascadeBackend:
             raise RuntimeError("CascadeBackend.start() must be awaited before scoring")
         first = await self._prefilter.score_prompt(request)
         if first.decided:
+            if is_allowed(first):
+                self._prime(request)
             return dataclasses.replace(first, category=self._categories[first.category], tier="prefilter")
         second = await self._stream.score_prompt(request)
         return dataclasses.replace(second, tier="stream")
+
+    def _prime(self, request: PromptRequest) -> None:
+        """Feed ``request`` to the stream guard in the background; its scores are not used."""
+        task = asyncio.create_task(self._stream.score_prompt(request), name=f"prime-{request.key}")
+        self._priming.add(task)
+        task.add_done_callback(self._primed)
+
+    def _primed(self, task: asyncio.Task[PromptScores]) -> None:
+        self._priming.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Not fatal: the first chunk rebuilds the prompt from the Redis token log instead.
+            logger.warning("priming the stream guard with a prompt failed: %r", task.exception())
 
     async def score_response(self, request: ResponseRequest) -> ResponseScores:
         return await self._stream.score_response(request)

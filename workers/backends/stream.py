@@ -189,6 +189,7 @@ class StreamBackend:
 
     def _load_runner(self) -> BatchRunner:
         from workers.engine.model import load_guard_model
+        from workers.engine.quantize import quantize_backbone
         from workers.engine.runner import BatchRunner, resolve_device, resolve_dtype
 
         engine = self._settings.engine
@@ -198,7 +199,7 @@ class StreamBackend:
             import torch
 
             torch.set_num_threads(engine.cpu_threads)
-        model = load_guard_model(self.checkpoint, device=device, dtype=dtype)
+        model = quantize_backbone(load_guard_model(self.checkpoint, device=device, dtype=dtype), engine.quantize)
         return BatchRunner(
             model,
             kv_budget_bytes=engine.kv_budget_bytes,

@@ -17,6 +17,8 @@ from workers.settings import EngineSettings, Settings
 if TYPE_CHECKING:
     from typing import TypeAlias
 
+    from rich.console import Console
+
     _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,25 @@ def register(subparsers: _Subparsers) -> None:
     pipeline.add_argument("--warmup", type=float, default=5.0, help="seconds excluded from the statistics")
     pipeline.add_argument("--words-per-chunk", type=int, default=3, help="text per chunk")
     pipeline.add_argument("--unsafe-share", type=float, default=0.2, help="conversations that turn unsafe")
+    pipeline.add_argument(
+        "--guard",
+        choices=("planted", "default"),
+        default="planted",
+        help="planted: the pipeline alone (tiny planted model, synthetic text); default: the guard a fresh "
+        "install runs, on demo-like traffic (one word per chunk, mixed prompts), reporting its capacity",
+    )
+    pipeline.add_argument("--policy", choices=("strict", "loose"), default="loose", help="--guard default: policy")
+    pipeline.add_argument(
+        "--max-prompt-words", type=int, default=300, help="--guard default: longest prompt (log-uniform lengths)"
+    )
+    pipeline.add_argument(
+        "--set",
+        dest="worker_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--guard default: a worker setting (dotted key), e.g. guard.checkpoint=DIR or engine.quantize=int8",
+    )
     pipeline.add_argument("--partitions", type=int, default=8)
     pipeline.add_argument("--seed", type=int, default=0)
     pipeline.add_argument(
@@ -124,6 +145,8 @@ def _bench_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     from workers.bench.pipeline import Load, report, report_repeats, run_pipeline_bench
 
     console = Console()
+    if args.guard == "default":
+        return _bench_shipped(args, console)
     load = Load(
         rates=tuple(float(r) for r in args.rates.split(",")),
         conversations=args.conversations,
@@ -147,4 +170,38 @@ def _bench_pipeline(args: argparse.Namespace, settings: Settings) -> int:
         runs.append(results)
     if args.repeat > 1:
         report_repeats(runs, load, console, args.out)
+    return 0
+
+
+def _bench_shipped(args: argparse.Namespace, console: Console) -> int:
+    import asyncio
+
+    from workers.bench.shipped import ShippedLoad, report, run_shipped_bench
+
+    settings: dict[str, str] = {}
+    for item in args.worker_settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            logger.error("--set takes KEY=VALUE, got %r", item)
+            return 2
+        settings[key] = value
+    load = ShippedLoad(
+        rates=tuple(float(r) for r in args.rates.split(",")),
+        conversations=args.conversations,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        unsafe_share=args.unsafe_share,
+        max_prompt_words=args.max_prompt_words,
+        policy=args.policy,
+        seed=args.seed,
+        worker_settings=settings,
+    )
+    from workers.logs import log_to_file
+
+    out = args.out if args.out != Path("docs/pipeline_bench.json") else Path("docs/shipped_bench.json")
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_to_file(args.run_dir / "bench.log")
+    results = asyncio.run(run_shipped_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions))
+    report(results, load, console, out)
+    console.print(f"[dim]logs: {log_path}[/]")
     return 0

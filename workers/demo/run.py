@@ -5,9 +5,11 @@ topics, starts one guard worker process with the configured guard, then streams 
 conversations through ``GuardClient.guarded`` at a realistic token rate while a verdict consumer
 feeds the live view. The conversations use the ``loose`` policy (controversial is flagged and the
 answer goes on; unsafe is cut off), so that answers turning unsafe mid-stream are judged as they
-stream. Ends with a summary that sets each outcome against what a good guard would do; exits
-non-zero only if the pipeline misbehaved (a prompt or a streamed chunk got no verdict), not for the
-guard's own mistakes, which the summary shows.
+stream. Once the streams end it waits (bounded) until every prompt and chunk has its verdict, then
+ends with a summary that sets each outcome against what a good guard would do, and with how far
+the verdicts lagged behind the stream. It exits non-zero only if the pipeline misbehaved (a prompt
+or a streamed chunk got no verdict at all), not for the guard's own mistakes, which the summary
+shows; a machine too slow for the demo's rate is said so plainly, with the measured lag.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import asyncio
 import contextlib
 import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -36,6 +40,10 @@ from workers.settings import Settings
 
 PREFIX = "demo"
 POLICY = "loose"
+VERDICT_WAIT_S = 60.0
+"""How long the demo waits, after the streams end, for the verdicts still on their way."""
+SLOW_LAG_MS = 1000.0
+"""Verdicts later than this (p99) mean the machine did not keep up with the demo's rate."""
 
 
 async def fake_llm(text: str, words_per_s: float, rng: random.Random) -> AsyncIterator[str]:
@@ -76,14 +84,44 @@ async def run_demo(settings: Settings, *, words_per_s: float, run_dir: Path, con
             await asyncio.gather(
                 *(_converse(client, view, row, words_per_s, rng, delay=i * 0.3) for i, row in enumerate(rows))
             )
-            await asyncio.sleep(2.0)  # the verdicts of the last chunks
+            await _await_verdicts(view, within_s=VERDICT_WAIT_S)
             feeder.cancel()
             live.update(view.render())
         console.print(_summary(view))
+        console.print(_lag_report(view, words_per_s))
         problems = _pipeline_problems(view)
         for problem in problems:
             console.print(f"[bold red]pipeline problem:[/] {problem}")
         return 1 if problems else 0
+
+
+async def _await_verdicts(view: DemoView, *, within_s: float) -> None:
+    """Until every prompt and streamed chunk has its verdict, or ``within_s`` has passed."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if all(view.answered(row) for row in view.rows.values()):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # verdicts of the final chunks, which the view does not wait for
+
+
+def _lag_report(view: DemoView, words_per_s: float) -> str:
+    """How far verdicts trailed the stream, and plainly whether this machine kept up."""
+    chunks, prompts = np.array(view.chunk_lags_ms), np.array(view.prompt_lags_ms)
+    if not chunks.size:
+        return "no chunk verdicts were received"
+    p50, p99, worst = np.percentile(chunks, 50), np.percentile(chunks, 99), chunks.max()
+    line = f"verdicts trailed their chunks by {p50:.0f} ms (p50) / {p99:.0f} ms (p99) / {worst:.0f} ms (max)"
+    if prompts.size:
+        line += f"; prompt verdicts took {np.percentile(prompts, 50):.0f} ms (p50)"
+    rate = words_per_s * len(view.rows)
+    if p99 > SLOW_LAG_MS:
+        line += (
+            f"\n[bold yellow]this machine did not keep up with the demo's ~{rate:.0f} chunks/s:[/] verdicts fell "
+            f"up to {worst / 1000:.1f} s behind the stream, so cut-offs came late. Run fewer words per second "
+            "(--words-per-second), more workers and partitions, a GPU, or a smaller guard (docs/benchmarks.md)."
+        )
+    return line
 
 
 async def _converse(
@@ -91,6 +129,7 @@ async def _converse(
 ) -> None:
     await asyncio.sleep(delay)
     cid, mid = row.conversation_id, "turn-1"
+    view.on_prompt(cid)
     await client.publish_prompt(cid, mid, [Message(role=Role.USER, content=row.script.prompt)], policy=POLICY)
     guarded = client.guarded(cid, mid, fake_llm(row.script.answer, words_per_s, rng))
     seq = 0

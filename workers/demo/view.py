@@ -34,6 +34,7 @@ class Row:
     cutoff: ControlEvent | None = None
     cut_text_at: int | None = None  # len(streamed) when the cut-off reached the producer
     sent_at: dict[int, float] = field(default_factory=dict)  # chunk seq -> publish time
+    prompt_sent_at: float | None = None
     cut_latency_ms: float | None = None
     done: bool = False
 
@@ -46,6 +47,15 @@ class DemoView:
         self.model_id = model_id
         self.policy = policy
         self.started = time.monotonic()
+        self.chunk_lags_ms: list[float] = []  # chunk published -> its verdict shown, per chunk
+        self.prompt_lags_ms: list[float] = []
+
+    def on_prompt(self, conversation_id: str) -> None:
+        self.rows[conversation_id].prompt_sent_at = time.monotonic()
+
+    def answered(self, row: Row) -> bool:
+        """Whether the prompt and every streamed chunk of ``row`` have their verdict."""
+        return row.prompt is not None and row.verdicts >= row.pieces
 
     def on_piece(self, conversation_id: str, piece: str, seq: int) -> None:
         row = self.rows[conversation_id]
@@ -57,11 +67,17 @@ class DemoView:
         row = self.rows.get(verdict.conversation_id)
         if row is None:
             return
+        now = time.monotonic()
         if verdict.stage is Stage.PROMPT:
             row.prompt = verdict
+            if row.prompt_sent_at is not None:
+                self.prompt_lags_ms.append((now - row.prompt_sent_at) * 1000)
         else:
             row.verdicts += 1
             row.last = verdict
+            sent = row.sent_at.get(verdict.seq) if verdict.seq is not None else None
+            if sent is not None:
+                self.chunk_lags_ms.append((now - sent) * 1000)
 
     def on_cutoff(self, cutoff: ControlEvent) -> None:
         row = self.rows[cutoff.conversation_id]

@@ -122,6 +122,9 @@ def _register_stream_heads(train_targets: Subparsers) -> None:
     heads.add_argument("--datasets", type=Path, default=None, help="datasets folder (default: shared/datasets)")
     heads.add_argument("--prompts", type=Path, default=None, help="your own labelled prompts (JSON lines)")
     heads.add_argument("--responses", type=Path, default=None, help="your own labelled responses (JSON lines)")
+    heads.add_argument(
+        "--layers", type=int, default=None, help="keep only the backbone's first N decoder layers (default: all)"
+    )
     heads.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     heads.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                        help="feature-extraction dtype (auto: bfloat16 on CUDA, float32 on the CPU)")  # fmt: skip
@@ -148,6 +151,7 @@ def _train_stream_heads(args: argparse.Namespace, settings: Settings) -> int:
             out=args.out,
             ship=args.ship,
             backbone=args.backbone,
+            layers=args.layers,
             gguf=args.gguf,
             data_root=args.datasets,
             prompts=args.prompts,

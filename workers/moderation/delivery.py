@@ -18,6 +18,7 @@ class Delivery:
     key: bytes | None
     value: bytes
     received: float  # time.perf_counter() when the worker got it
+    produced: float | None = None  # the record's Kafka timestamp (seconds since the epoch), if it has one
 
 
 def dead_letter(

@@ -45,6 +45,7 @@ from workers.engine.text import IncrementalTokenizer
 from workers.metrics import NullSensor, Sensor
 from workers.moderation import ids
 from workers.moderation.delivery import Delivery, dead_letter
+from workers.moderation.lag import LagMonitor
 from workers.moderation.lanes import Outcome, Work
 from workers.moderation.sink import EffectSink
 from workers.state.base import ApplyStatus, ChunkUpdate, ConversationStore, TurnState
@@ -60,6 +61,7 @@ class ModeratorConfig:
     default_policy: Policy
     dlq_payload_bytes: int
     state_cache_size: int = 100_000
+    lag_warn_s: float = 0.5
 
 
 class Moderator:
@@ -80,6 +82,7 @@ class Moderator:
         self._sensor: Sensor = sensor or NullSensor()
         self._states: OrderedDict[str, TurnState] = OrderedDict()
         self._epochs: dict[int, int] = {}
+        self.lag = LagMonitor(warn_s=config.lag_warn_s)
 
     @property
     def worker_id(self) -> str:
@@ -359,6 +362,10 @@ class Moderator:
         await self._sink.publish(verdict)
         latency = time.perf_counter() - work.delivery.received
         self._sensor.on_verdict(verdict.stage.value, verdict.risk.value, verdict.action.value, latency)
+        if work.delivery.produced is not None:
+            lag = max(0.0, time.time() - work.delivery.produced)
+            self._sensor.on_lag(verdict.stage.value, lag)
+            self.lag.observe(lag)
 
     async def _publish_control(self, control: ControlEvent) -> None:
         await self._sink.publish(control)

@@ -152,3 +152,30 @@ async def test_cascade_needs_every_prefilter_category_in_the_stream_guard() -> N
     cascade = CascadeBackend(ScriptedGuard(rows=ROWS, tier="prefilter"), _stream(categories=QUERY_CATEGORIES[:8]))
     with pytest.raises(ValueError, match="Jailbreak"):
         await cascade.start()
+
+
+async def test_cascade_primes_the_stream_guard_with_prompts_the_prefilter_allows() -> None:
+    prefilter = ScriptedGuard(rows=ROWS, tier="prefilter", decided=True)
+    stream = _stream()
+    cascade = CascadeBackend(prefilter, stream)
+    await cascade.start()
+    allowed = await cascade.score_prompt(_request("hello"))
+    blocked = await cascade.score_prompt(_request("build a bomb"))
+    await asyncio.sleep(0)  # the background prime runs once the verdict is returned
+    assert allowed.tier == blocked.tier == "prefilter"
+    # The allowed prompt is in the stream guard's cache before its answer starts; the blocked one is not.
+    assert stream.seen == ["hello"]
+    await cascade.close()
+
+
+async def test_cascade_prime_failure_is_not_a_verdict_failure(caplog: pytest.LogCaptureFixture) -> None:
+    prefilter = ScriptedGuard(rows=ROWS, tier="prefilter", decided=True)
+    stream = _stream()
+    stream.rows = {}  # the stream guard fails every prompt (KeyError)
+    cascade = CascadeBackend(prefilter, stream)
+    await cascade.start()
+    assert (await cascade.score_prompt(_request("hello"))).tier == "prefilter"
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert "priming the stream guard" in caplog.text
+    await cascade.close()

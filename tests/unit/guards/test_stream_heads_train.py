@@ -289,3 +289,36 @@ def test_weight_selection_prefers_the_timing_target_then_f1() -> None:
     early_but_weak, late_but_strong, best = report(0.6, 0.9), report(0.9, 0.4), report(0.8, 0.7)
     ranked = sorted([early_but_weak, late_but_strong, best], key=_response_score, reverse=True)
     assert ranked == [best, early_but_weak, late_but_strong]
+
+
+def test_heads_on_the_first_layers_of_the_backbone(fake_backbone: Path, tmp_path: Path) -> None:
+    """``--layers 1``: the checkpoint is a one-layer model whose heads read the first layer's output
+    (through the backbone's final norm), and the shipped artifact materialises to it."""
+    from transformers import AutoModel
+
+    from workers.guards.stream_heads.backbone import BackboneError, load_backbone, truncate_backbone
+
+    metadata = train(_config(tmp_path / "checkpoint", fake_backbone, ship=tmp_path / "shipped", layers=1))
+    backbone_entry = metadata["backbone"]
+    assert isinstance(backbone_entry, dict) and backbone_entry["layers"] == 1
+    assert "--layers 1" in str(metadata["training"]["command"])  # type: ignore[index]
+    config = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config["_name_or_path"].endswith("-1l-stream-heads")
+    assert not [k for k in load_file(str(tmp_path / "checkpoint" / "model.safetensors")) if ".layers.1." in k]
+
+    model = load_guard_model(open_checkpoint(tmp_path / "checkpoint"), device=torch.device("cpu"), dtype=torch.float32)
+    full = AutoModel.from_pretrained(str(fake_backbone)).eval()
+    ids = torch.tensor([[5, 17, 99, 1000, 151645, 42]])
+    with torch.inference_mode():
+        states = full(input_ids=ids, output_hidden_states=True).hidden_states
+        first_layer = full.norm(states[1])[0]  # after layer 0, through the final norm
+        served = model.model(input_ids=ids, use_cache=False).last_hidden_state[0]
+    torch.testing.assert_close(served, first_layer, atol=1e-5, rtol=1e-5)
+
+    built = materialise(tmp_path / "shipped", cache_root=tmp_path / "cache", backbone=fake_backbone)
+    assert (built / "model.safetensors").read_bytes() == (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+
+    loaded = load_backbone(resolve_source(str(fake_backbone)), device=torch.device("cpu"), dtype=torch.float32)
+    with pytest.raises(BackboneError, match=r"cannot keep 3 layers of a 2-layer backbone"):
+        truncate_backbone(loaded, 3)
+    assert truncate_backbone(loaded, 2) is loaded

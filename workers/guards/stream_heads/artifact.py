@@ -31,7 +31,13 @@ from workers.engine.checkpoint import (
     CheckpointError,
     write_checkpoint,
 )
-from workers.guards.stream_heads.backbone import SMOLLM2, BackboneError, BackboneSource, sha256_files
+from workers.guards.stream_heads.backbone import (
+    SMOLLM2,
+    BackboneError,
+    BackboneSource,
+    sha256_files,
+    truncate_backbone,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -164,6 +170,11 @@ def materialise(artifact: Path, *, cache_root: Path | None = None, backbone: Pat
     source = _locate_backbone(artifact, entry, backbone)
     allow_test = bool(config[METADATA_KEY].get("test_checkpoint", False))
     loaded = load_backbone(source, device=torch.device("cpu"), dtype=torch.float32, allow_test_checkpoint=allow_test)
+    if entry.get("layers") is not None:  # the heads read an inner layer: cut the backbone as in training
+        try:
+            loaded = truncate_backbone(loaded, int(entry["layers"]))
+        except (BackboneError, TypeError, ValueError) as exc:
+            raise CheckpointError(artifact, f"cannot cut the backbone as the heads' config says: {exc}") from exc
     for key in ("model_type", "hidden_size", "num_hidden_layers"):
         if loaded.config.get(key) != config.get(key):
             found, expected = loaded.config.get(key), config.get(key)

@@ -11,8 +11,12 @@ Three kinds of source (``resolve_source``):
   tensors (``model.*``) are used and its heads are ignored.
 
 The backbone's ``model_type`` must be one the engine has a guard architecture for (``qwen3``,
-``llama``). The digest of the source files is recorded, and checked when a shipped artifact is
-materialised, so heads are never combined with a backbone they were not trained on.
+``llama``). A backbone may be cut to its first decoder layers (``truncate_backbone``): the heads
+then read the final norm of that layer's output, and every forward costs that fraction of the
+full model (how the shipped default keeps up on a small CPU, ``docs/benchmarks.md``).
+
+The digest of the source files is recorded, and checked when a shipped artifact is materialised,
+so heads are never combined with a backbone they were not trained on.
 """
 
 from __future__ import annotations
@@ -219,6 +223,39 @@ def load_backbone(
         dtype,
     )
     return Backbone(source, model, tokenizer, keys, ARCHITECTURE_FOR[keys["model_type"]], test_checkpoint)
+
+
+def truncate_backbone(backbone: Backbone, layers: int) -> Backbone:
+    """``backbone`` cut to its first ``layers`` decoder layers, followed by its own final norm.
+
+    The model is changed in place (the dropped layers are freed) and the returned ``Backbone``
+    describes it: ``config`` says ``num_hidden_layers: layers`` (and the matching ``layer_types``),
+    so a checkpoint written from it is an ordinary ``layers``-layer checkpoint of the same
+    architecture, which the engine loads like any other.
+
+    Raises:
+        BackboneError: ``layers`` is not between 1 and the backbone's layer count.
+    """
+    import dataclasses
+
+    total = int(backbone.config["num_hidden_layers"])
+    if not 1 <= layers <= total:
+        raise BackboneError(f"cannot keep {layers} layers of a {total}-layer backbone (choose 1..{total})")
+    if layers == total:
+        return backbone
+    model = backbone.model
+    decoder_layers = model.layers
+    if not isinstance(decoder_layers, torch.nn.ModuleList):
+        raise BackboneError(f"backbone {backbone.source.name} keeps its decoder layers in no ModuleList")
+    model.layers = decoder_layers[:layers]
+    model.config.num_hidden_layers = layers
+    keys = dict(backbone.config, num_hidden_layers=layers)
+    layer_types = getattr(model.config, "layer_types", None)
+    if layer_types:
+        model.config.layer_types = list(layer_types)[:layers]
+        keys["layer_types"] = list(layer_types)[:layers]
+    logger.info("backbone %s cut to its first %s of %s layers", backbone.source.name, layers, total)
+    return dataclasses.replace(backbone, config=keys)
 
 
 def _guard_backbone(path: Path, allow_test_checkpoint: bool) -> tuple[PreTrainedModel, dict[str, Any], bool]:

@@ -30,7 +30,14 @@ import torch
 from workers.engine.checkpoint import METADATA_KEY
 from workers.guards.datasets.registry import DatasetMissing, dataset_root
 from workers.guards.stream_heads.artifact import write_artifact, write_checkpoint_dir
-from workers.guards.stream_heads.backbone import SMOLLM2, Backbone, BackboneSource, load_backbone, resolve_source
+from workers.guards.stream_heads.backbone import (
+    SMOLLM2,
+    Backbone,
+    BackboneSource,
+    load_backbone,
+    resolve_source,
+    truncate_backbone,
+)
 from workers.guards.stream_heads.data import TrainingData, build_training_data
 from workers.guards.stream_heads.features import extract_features
 from workers.guards.stream_heads.fitting import FitResult, FitSettings, fit_heads
@@ -60,6 +67,8 @@ class TrainConfig:
     responses: Path | None = None
     """A user's response file (``user_data``) instead of the public training responses."""
     ship: Path | None = None
+    layers: int | None = None
+    """Keep only the backbone's first ``layers`` decoder layers (``truncate_backbone``); all by default."""
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
@@ -88,6 +97,8 @@ class TrainConfig:
         parts = ["streamwarden", "train", "stream-heads", "--out", str(self.out)]
         if self.backbone != SMOLLM2:
             parts += ["--backbone", self.backbone]
+        if self.layers is not None:
+            parts += ["--layers", str(self.layers)]
         parts += ["--device", self.device] + (["--dtype", self.dtype] if self.dtype != "auto" else [])
         parts += ["--seed", str(self.seed), "--max-tokens", str(self.max_tokens), "--epochs", str(self.epochs)]
         if self.subset is not None:
@@ -106,7 +117,8 @@ class TrainConfig:
     def model_name(self, source: BackboneSource) -> str:
         if self.name:
             return self.name
-        return "smollm2-135m-stream-heads" if source.name == SMOLLM2 else f"{source.path.stem}-stream-heads"
+        stem = "smollm2-135m" if source.name == SMOLLM2 else source.path.stem
+        return f"{stem}-{self.layers}l-stream-heads" if self.layers is not None else f"{stem}-stream-heads"
 
 
 @dataclass
@@ -193,6 +205,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     backbone = load_backbone(
         source, device=torch.device("cpu"), dtype=torch.float32, allow_test_checkpoint=config.allow_test_checkpoint
     )
+    if config.layers is not None:
+        backbone = truncate_backbone(backbone, config.layers)
     chat = ChatFormat.from_tokenizer(backbone.tokenizer)
     clock.lap("load_backbone")
 
@@ -273,7 +287,7 @@ def _metadata(
     """The ``streamwarden`` entry of ``config.json``: provenance, data, settings and metrics."""
     return {
         "name": config.model_name(source),
-        "backbone": source.to_metadata(),
+        "backbone": source.to_metadata() | ({"layers": config.layers} if config.layers is not None else {}),
         "training": {
             "command": config.command(),
             "seed": config.seed,
