@@ -3,6 +3,9 @@
 A worker is always a separate process running ``python -m workers worker``, configured only through
 ``STREAMWARDEN_*`` variables, exactly as in production. ``start`` returns once the worker has loaded
 its model and joined the consumer group (it writes its ready file), or raises with its log's tail.
+The worker dies with the process that started it (``dies_with_parent``), and its ready file is its
+own: named after this process and a fresh token, so no other worker, of this run or an earlier
+one, can make it look ready.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+
+from workers.infra.processes import dies_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +43,7 @@ class WorkerProcess:
         self.name = name
         self.run_dir = run_dir
         self.log_path = run_dir / f"{name}.log"
-        self.ready_path = run_dir / f"{name}.ready"
+        self.ready_path = run_dir / f"{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.ready"
         self._env = {**os.environ, **settings_env(overrides), "PYTHONUNBUFFERED": "1"}
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -55,12 +61,7 @@ class WorkerProcess:
         self.ready_path.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "workers",
-                "worker",
-                "--ready-file",
-                str(self.ready_path),
+                *dies_with_parent([sys.executable, "-m", "workers", "worker", "--ready-file", str(self.ready_path)]),
                 cwd=REPO_ROOT,
                 env=self._env,
                 stdout=log,
@@ -80,6 +81,7 @@ class WorkerProcess:
         """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
         proc = self._proc
         if proc is None or proc.returncode is not None:
+            self.ready_path.unlink(missing_ok=True)
             return proc.returncode if proc else None
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -89,6 +91,8 @@ class WorkerProcess:
         except TimeoutError:
             self.kill()
             return await proc.wait()
+        finally:
+            self.ready_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

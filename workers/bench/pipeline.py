@@ -42,6 +42,7 @@ from topics.names import Topic
 from workers.client import GuardClient
 from workers.engine.planted import make_planted_checkpoint
 from workers.infra import LocalKafka, LocalRedis, ensure_topics
+from workers.infra.processes import dies_with_parent
 from workers.runner import REPO_ROOT, WorkerProcess
 
 if TYPE_CHECKING:
@@ -264,7 +265,7 @@ async def run_pipeline_bench(load: Load, *, run_dir: Path, console: Console, par
         prefix = f"relay{uuid.uuid4().hex[:6]}"
         await ensure_topics(bootstrap, prefix=prefix, partitions=partitions)
         relay = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workers.bench.relay", bootstrap, prefix, cwd=REPO_ROOT
+            *dies_with_parent([sys.executable, "-m", "workers.bench.relay", bootstrap, prefix]), cwd=REPO_ROOT
         )
         try:
             await asyncio.sleep(3.0)

@@ -3,6 +3,13 @@
 A process is identified by its pid plus a *marker*, a string its command line must contain (the
 run directory of its service). The marker keeps a recycled pid from ever being signalled: a pid
 whose command line lacks the marker counts as gone.
+
+A process that must not outlive its starter (every server of the demo, a benchmark or a test, and
+every worker they start) is started through util-linux's ``setpriv --pdeathsig KILL``
+(``dies_with_parent``): the kernel kills it the moment the process that started it dies, however
+that one dies (SIGKILL, an OOM kill, a closed terminal), which no ``atexit`` hook can promise.
+Servers of ``streamwarden infra up`` are meant to outlive the command and are stopped by
+``infra down``.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ import atexit
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,7 +90,8 @@ class ManagedProcess:
         """Start ``argv`` in a new session with stdout and stderr appended to ``log_path``.
 
         Args:
-            outlive: keep the process running after this interpreter exits.
+            outlive: keep the process running after this interpreter exits; otherwise the kernel
+                kills it when this process dies (``dies_with_parent``).
 
         Raises:
             ValueError: ``marker`` does not occur in ``argv`` (the process could never be recognised).
@@ -89,9 +99,10 @@ class ManagedProcess:
         if not any(marker in arg for arg in argv):
             raise ValueError(f"marker {marker!r} does not occur in the command line of {name}")
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = list(argv) if outlive else dies_with_parent(argv)
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
-                list(argv),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -182,6 +193,27 @@ class ManagedProcess:
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the process's stdout/stderr log (empty if there is none)."""
         return tail(self.log_path, lines)
+
+
+SETPRIV = "setpriv"
+"""util-linux's ``setpriv`` (part of every Debian system): sets the death signal, then execs."""
+
+
+def dies_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` wrapped so that the kernel SIGKILLs it when the process starting it dies.
+
+    The death signal is tied to the thread that forks the child: start such processes from the
+    main thread (the event loop's), as this package does, not from a worker thread.
+
+    Raises:
+        InfraError: not on Linux, or ``setpriv`` is missing (install util-linux).
+    """
+    if not sys.platform.startswith("linux"):
+        raise InfraError("child processes are bound to their parent with Linux's PR_SET_PDEATHSIG; not on Linux")
+    setpriv = shutil.which(SETPRIV)
+    if setpriv is None:
+        raise InfraError("setpriv (util-linux) is missing; install it with `apt-get install util-linux`")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 def _wait_for_cmdline(pid: int, timeout_s: float = 2.0) -> None:
