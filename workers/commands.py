@@ -51,15 +51,24 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from workers.demo.run import run_demo
+    from workers.infra.rundir import RunDirectory, RunDirectoryInUse
     from workers.logs import log_to_file
 
-    args.run_dir.mkdir(parents=True, exist_ok=True)
     console = Console()
-    log_path = log_to_file(args.run_dir / "demo.log")
     try:
-        return asyncio.run(run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=console))
-    finally:
-        console.print(f"[dim]logs: {log_path} (the worker's: {args.run_dir}/worker-1.log)[/]")
+        owned = RunDirectory(args.run_dir)
+        owned.acquire()
+    except RunDirectoryInUse as exc:
+        console.print(f"[bold red]streamwarden demo:[/] {exc}")
+        return 2
+    with owned:
+        log_path = log_to_file(args.run_dir / "demo.log")
+        try:
+            return asyncio.run(
+                run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=console)
+            )
+        finally:
+            console.print(f"[dim]logs: {log_path} and the worker's beside it in {args.run_dir}[/]")
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:

@@ -159,15 +159,17 @@ def _bench_pipeline(args: argparse.Namespace, settings: Settings) -> int:
     if args.repeat < 1:
         logger.error("--repeat must be at least 1, got %s", args.repeat)
         return 2
-    args.run_dir.mkdir(parents=True, exist_ok=True)
+    from workers.infra.rundir import RunDirectory
+
     runs = []
-    for index in range(args.repeat):
-        if args.repeat > 1:
-            console.rule(f"run {index + 1} of {args.repeat}")
-        run = run_pipeline_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions)
-        results = asyncio.run(run)
-        report(results, load, console, args.out if args.repeat == 1 else None)
-        runs.append(results)
+    with RunDirectory(args.run_dir):
+        for index in range(args.repeat):
+            if args.repeat > 1:
+                console.rule(f"run {index + 1} of {args.repeat}")
+            run = run_pipeline_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions)
+            results = asyncio.run(run)
+            report(results, load, console, args.out if args.repeat == 1 else None)
+            runs.append(results)
     if args.repeat > 1:
         report_repeats(runs, load, console, args.out)
     return 0
@@ -196,12 +198,15 @@ def _bench_shipped(args: argparse.Namespace, console: Console) -> int:
         seed=args.seed,
         worker_settings=settings,
     )
+    from workers.infra.rundir import RunDirectory
     from workers.logs import log_to_file
 
     out = args.out if args.out != Path("docs/pipeline_bench.json") else Path("docs/shipped_bench.json")
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_to_file(args.run_dir / "bench.log")
-    results = asyncio.run(run_shipped_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions))
+    with RunDirectory(args.run_dir):
+        log_path = log_to_file(args.run_dir / "bench.log")
+        results = asyncio.run(
+            run_shipped_bench(load, run_dir=args.run_dir, console=console, partitions=args.partitions)
+        )
     report(results, load, console, out)
     console.print(f"[dim]logs: {log_path}[/]")
     return 0

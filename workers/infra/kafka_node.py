@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,9 +61,16 @@ class KafkaNode:
     async def format(self, java: str, classpath: str, cluster_id: str, tools_log_config: Path) -> None:
         """Format the node's storage for ``cluster_id`` (one short JVM run of ``kafka.tools.StorageTool``).
 
+        Data left in the node's directory by an earlier run (one that was killed before it could
+        clean up) belongs to another cluster id, which Kafka refuses to start on: it is removed
+        first, so every start is a fresh cluster.
+
         Raises:
             StartupError: the tool failed; the message holds its output.
         """
+        if self.layout.data_dir.exists():
+            logger.info("removing Kafka node %s data of an earlier run in %s", self.node_id, self.layout.data_dir)
+            shutil.rmtree(self.layout.data_dir)
         argv = [
             java,
             *_TOOL_JVM_OPTIONS,
