@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from mode import Service
 
 from topics.events import PromptEvent, TokenChunkEvent
 from topics.names import Topic
+from workers.agents.broker_watch import EXIT_BROKER_UNREACHABLE, BrokerWatch, parse_servers, reachable
 from workers.agents.emit import KafkaSink
 from workers.agents.ingest import Ingest
 from workers.backends.base import GuardBackend
@@ -74,6 +76,7 @@ class WorkerRuntime(Service):
         )
         self.ingest = Ingest(self.moderator, self.router, max_bytes=settings.kafka.max_message_bytes, sensor=sensor)
 
+        self.broker_lost = False  # set when no broker answered for kafka.broker_unreachable_exit_s
         self.ready = asyncio.Event()  # the backend is loaded: the agents may consume
         self._assigned = False  # the first rebalance gave this worker its partitions (maybe none)
         self._announced = False
@@ -89,6 +92,29 @@ class WorkerRuntime(Service):
         gc.freeze()
         self.ready.set()
         self._announce()
+
+    @Service.task
+    async def _watch_broker(self) -> None:
+        """Exit the worker (SIGTERM to itself: faust's graceful stop) once no broker has answered
+        for ``kafka.broker_unreachable_exit_s``; ``run_worker`` then exits non-zero."""
+        limit = self.settings.kafka.broker_unreachable_exit_s
+        if not limit:
+            return
+        servers = parse_servers(self.settings.kafka.bootstrap_servers)
+        watch = BrokerWatch(limit)
+        while not self.should_stop:
+            if watch.observe(await reachable(servers)):
+                logger.error(
+                    "no Kafka broker of %s has answered for %.0f s (kafka.broker_unreachable_exit_s); "
+                    "exiting with status %s so that a supervisor can restart this worker",
+                    self.settings.kafka.bootstrap_servers,
+                    limit,
+                    EXIT_BROKER_UNREACHABLE,
+                )
+                self.broker_lost = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            await self.sleep(min(2.0, limit / 4))
 
     def partitions_assigned(self) -> None:
         self._assigned = True

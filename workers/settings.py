@@ -34,6 +34,11 @@ class KafkaSettings(_Section):
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval")
     commit_interval_s: float = Field(0.5, gt=0, description="How often acked offsets are committed")
     producer_linger_ms: int = Field(0, ge=0, description="Producer linger for verdicts and control")
+    broker_unreachable_exit_s: float = Field(
+        120.0,
+        ge=0,
+        description="A worker that reaches no broker for this long exits with status 3 (0: never)",
+    )
 
 
 class RedisSettings(_Section):

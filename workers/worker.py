@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from workers.agents.broker_watch import EXIT_BROKER_UNREACHABLE
 from workers.app import create_app
 from workers.backends import make_backend
 from workers.metrics import NullSensor, PrometheusSensor, Sensor
@@ -38,4 +39,9 @@ def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
     # faust draws a terminal spinner at WARNING and above by lowering the root logger to DEBUG and
     # spinning once per record: every debug call in aiokafka would then build a LogRecord.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if runtime.broker_lost:
+            return EXIT_BROKER_UNREACHABLE
+        raise

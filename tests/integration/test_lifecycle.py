@@ -79,3 +79,29 @@ async def test_sigkill_of_the_starter_takes_kafka_redis_and_the_worker_with_it(t
     for pid in survivors:
         psutil.Process(pid).kill()
     assert not survivors, f"children outlived their SIGKILLed starter: {survivors}"
+
+
+async def test_a_worker_whose_broker_is_gone_exits_with_a_clear_error(tmp_path: Path) -> None:
+    from workers.agents.broker_watch import EXIT_BROKER_UNREACHABLE
+    from workers.infra import LocalKafka, LocalRedis, ensure_topics
+    from workers.runner import WorkerProcess
+
+    checkpoint = planted_checkpoint(tmp_path / "ckpt")
+    async with (
+        LocalKafka(nodes=1, run_dir=tmp_path / "kafka") as kafka,
+        LocalRedis(run_dir=tmp_path / "redis") as redis,
+    ):
+        await ensure_topics(kafka.bootstrap_servers, prefix="gone", partitions=2)
+        settings = {
+            **worker_settings(kafka.bootstrap_servers, redis.url, "gone", checkpoint, 2),
+            "kafka.broker_unreachable_exit_s": 4.0,
+        }
+        worker = WorkerProcess("worker-1", tmp_path / "run", settings)
+        await worker.start()
+        try:
+            await kafka.stop()  # the only broker goes away for good
+            code = await asyncio.wait_for(worker.wait(), 90)
+        finally:
+            await worker.stop()
+    assert code == EXIT_BROKER_UNREACHABLE
+    assert "no Kafka broker of" in worker.log_tail(200) and "has answered for 4 s" in worker.log_tail(200)
