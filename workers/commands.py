@@ -61,14 +61,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     except RunDirectoryInUse as exc:
         console.print(f"[bold red]streamwarden demo:[/] {exc}")
         return 2
-    with owned:
-        log_path = log_to_file(args.run_dir / "demo.log")
-        try:
-            return asyncio.run(
-                run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=console)
-            )
-        finally:
-            console.print(f"[dim]logs: {log_path} and the worker's beside it in {args.run_dir}[/]")
+    log_path = log_to_file(args.run_dir / "demo.log")
+    try:
+        return asyncio.run(run_demo(settings, words_per_s=args.words_per_second, run_dir=args.run_dir, console=console))
+    finally:
+        owned.release()
+        console.print(f"[dim]logs: {log_path} and the worker's beside it in {args.run_dir}[/]")
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
