@@ -55,6 +55,13 @@ def register(subparsers: _Subparsers) -> None:
     )
     engine.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     engine.add_argument("--seed", type=int, default=0)
+    engine.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a real checkpoint (directory, or 'default': the shipped guard) instead of --size",
+    )
+    engine.add_argument("--layers", type=int, default=None, help="keep only the model's first N decoder layers")
+    engine.add_argument("--quantize", choices=("none", "int8"), default="none", help="as engine.quantize")
     engine.add_argument("--out-dir", type=Path, default=Path("docs"), help="where the JSON and PNG go")
     engine.set_defaults(handler=_bench_engine)
     pipeline = kinds.add_parser(
@@ -125,12 +132,20 @@ def _bench_engine(args: argparse.Namespace, settings: Settings) -> int:
         kv_budget_bytes=None if args.kv_budget_gib is None else int(args.kv_budget_gib * 2**30),
         threads=args.threads,
         seed=args.seed,
+        checkpoint=args.checkpoint,
+        layers=args.layers,
+        quantize=args.quantize,
     )
     result = run_bench(config)
     result.config["command"] = "streamwarden " + shlex.join(sys.argv[1:])
     console = Console()
     console.print(result_table(result))
-    stem = f"engine_bench_{result.config['device'].split(':')[0]}-{config.size}"
+    what = config.size if config.checkpoint is None else f"{config.checkpoint}"
+    if config.layers is not None:
+        what += f"-{config.layers}l"
+    if config.quantize != "none":
+        what += f"-{config.quantize}"
+    stem = f"engine_bench_{result.config['device'].split(':')[0]}-{what}"
     json_path = write_json(result, args.out_dir / f"{stem}.json")
     plot_path = write_plot(result, args.out_dir / f"{stem}.png")
     console.print(f"KV bytes per token: {result.kv_bytes_per_token:,}; wrote {json_path} and {plot_path}")

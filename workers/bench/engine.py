@@ -10,12 +10,16 @@ The reference loop (one conversation, one token per call, full-prefix recompute,
 released ``stream_moderate_from_ids`` works) is measured in the same run on the same model:
 ``reference_tokens`` tokens in runs of ``chunk_tokens`` consecutive tokens spread evenly over the
 answer, so that its per-token cost averages over prefix lengths like the engine's does. Throughput ratios are engine
-over reference. Weights are random (speed does not depend on them); nothing is downloaded.
+over reference. Weights are random (speed does not depend on them); nothing is downloaded. With
+``checkpoint`` the model is a real checkpoint instead (``default``: the shipped stream guard), and
+``layers`` / ``quantize`` cut it to its first layers or quantise it, to measure what serving would
+cost that way (ids are then drawn from the checkpoint's vocabulary).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -71,6 +75,18 @@ class BenchConfig:
     threads: int | None = None
     """CPU threads of torch (None: torch's default); both the engine and the reference use them."""
     seed: int = 0
+    checkpoint: str | None = None
+    """A checkpoint (directory, or ``default``/``auto`` as ``guard.checkpoint``) instead of ``size``."""
+    layers: int | None = None
+    """Keep only the model's first ``layers`` decoder layers (what heads trained with ``--layers`` read)."""
+    quantize: str = "none"
+    """``engine.quantize`` for the measured model."""
+    vocab_size: int = VOCAB
+    """Random ids are drawn below this (set from the model)."""
+
+    def ids(self, ids: Sequence[int]) -> list[int]:
+        """Fixed ids of the Qwen3 tokenizer, folded into this model's vocabulary."""
+        return [i % self.vocab_size for i in ids]
 
 
 @dataclass
@@ -129,8 +145,11 @@ def conversations(count: int, config: BenchConfig, rng: random.Random, tag: str)
     return [
         Conversation(
             key=f"{tag}-{i}",
-            prompt=[*(rng.randrange(VOCAB) for _ in range(config.prompt_tokens - 1)), END_OF_TURN],
-            answer=[rng.randrange(VOCAB) for _ in range(config.answer_tokens)],
+            prompt=[
+                *(rng.randrange(config.vocab_size) for _ in range(config.prompt_tokens - 1)),
+                *config.ids([END_OF_TURN]),
+            ],
+            answer=[rng.randrange(config.vocab_size) for _ in range(config.answer_tokens)],
         )
         for i in range(count)
     ]
@@ -140,11 +159,13 @@ async def _history(log: list[int], offset: int) -> Sequence[int]:
     return log[:offset]
 
 
-async def _stream(scheduler: Scheduler, conv: Conversation, chunk_tokens: int, latencies: list[float]) -> None:
+async def _stream(
+    scheduler: Scheduler, conv: Conversation, chunk_tokens: int, prefix: list[int], latencies: list[float]
+) -> None:
     log = list(conv.prompt)
     for start in range(0, len(conv.answer), chunk_tokens):
         chunk = conv.answer[start : start + chunk_tokens]
-        new_ids = [*RESPONSE_PREFIX, *chunk] if start == 0 else chunk
+        new_ids = [*prefix, *chunk] if start == 0 else chunk
         history = functools.partial(_history, log, len(log))  # the log only grows: a prefix stays valid
         began = time.perf_counter()
         await scheduler.score_response(ResponseJob(conv.key, len(log), new_ids, history))
@@ -172,7 +193,9 @@ async def measure_point(runner: BatchRunner, config: BenchConfig, count: int, rn
         before = (scheduler.stats.steps, scheduler.stats.rows, scheduler.stats.tokens)
         latencies: list[float] = []
         began = time.perf_counter()
-        await asyncio.gather(*(_stream(scheduler, c, config.chunk_tokens, latencies) for c in batch))
+        await asyncio.gather(
+            *(_stream(scheduler, c, config.chunk_tokens, config.ids(RESPONSE_PREFIX), latencies) for c in batch)
+        )
         seconds = time.perf_counter() - began
     finally:
         await scheduler.close()
@@ -202,7 +225,7 @@ def measure_reference(model: GuardModel, config: BenchConfig, rng: random.Random
 
     reference = ReferenceGuard(model)
     (conv,) = conversations(1, config, rng, "reference")
-    context = [*conv.prompt, *RESPONSE_PREFIX]
+    context = [*conv.prompt, *config.ids(RESPONSE_PREFIX)]
     run_length = min(config.chunk_tokens, config.answer_tokens)
     runs = max(1, math.ceil(config.reference_tokens / run_length))
     last_start = config.answer_tokens - run_length
@@ -231,14 +254,14 @@ def run_bench(config: BenchConfig) -> BenchResult:
 
     from workers.engine.kv import KVLayout
     from workers.engine.runner import BatchRunner, resolve_device, resolve_dtype
-    from workers.engine.testing import random_guard_model
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     rng = random.Random(config.seed)
-    model = random_guard_model(config.size, device=device, dtype=dtype, seed=config.seed)
+    model = _model(config, device, dtype)
+    config = dataclasses.replace(config, vocab_size=min(VOCAB, int(model.backbone_config.vocab_size)))
     layout = KVLayout.from_config(
         model.backbone_config, dtype_bytes=torch.finfo(dtype).bits // 8, page_size=config.page_size
     )
@@ -267,6 +290,25 @@ def run_bench(config: BenchConfig) -> BenchResult:
     result.peak_memory_bytes = max((p.peak_memory_bytes or 0 for p in result.points), default=None) or None
     result.process_peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result
+
+
+def _model(config: BenchConfig, device: torch.device, dtype: torch.dtype) -> GuardModel:
+    """The measured model: random weights of ``size``, or ``checkpoint``; cut and quantised as asked."""
+    from workers.engine.quantize import quantize_backbone
+    from workers.engine.testing import random_guard_model
+
+    if config.checkpoint is None:
+        model = random_guard_model(config.size, device=device, dtype=dtype, seed=config.seed)
+    else:
+        from workers.backends.stream import resolve_guard_checkpoint
+        from workers.engine.model import load_guard_model
+
+        checkpoint = resolve_guard_checkpoint(config.checkpoint, allow_test_checkpoint=True)
+        model = load_guard_model(checkpoint, device=device, dtype=dtype)
+    if config.layers is not None:
+        model.model.layers = model.model.layers[: config.layers]
+        model.model.config.num_hidden_layers = config.layers
+    return quantize_backbone(model, "int8" if config.quantize == "int8" else "none")
 
 
 async def _warm_up(runner: BatchRunner, config: BenchConfig, rng: random.Random) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -20,7 +20,7 @@ def result_table(result: BenchResult) -> Table:
     """
     reference = result.reference
     title = (
-        f"engine vs reference loop: {result.config['size']} on {result.machine.get('gpu', result.config['device'])}"
+        f"engine vs reference loop: {model_name(result.config)} on {result.machine.get('gpu', result.config['device'])}"
         f" ({result.config['dtype']}); reference {reference.tokens_per_s:,.1f} tokens/s, "
         f"chunk p50 {reference.chunk_p50_ms:,.1f} ms"
     )
@@ -77,7 +77,7 @@ def write_plot(result: BenchResult, path: Path) -> Path:
         axis.legend()
     device = result.machine.get("gpu", result.config["device"])
     figure.suptitle(
-        f"streamwarden engine, {result.config['size']} ({result.config['dtype']}) on {device}, "
+        f"streamwarden engine, {model_name(result.config)} ({result.config['dtype']}) on {device}, "
         f"{result.config['chunk_tokens']}-token chunks of {result.config['answer_tokens']}-token answers"
     )
     figure.tight_layout()
@@ -85,3 +85,13 @@ def write_plot(result: BenchResult, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def model_name(config: dict[str, Any]) -> str:
+    """What was measured: the random-weight size, or the checkpoint, with its cut and quantisation."""
+    name = str(config.get("checkpoint") or config["size"])
+    if config.get("layers") is not None:
+        name += f", first {config['layers']} layers"
+    if config.get("quantize", "none") != "none":
+        name += f", {config['quantize']}"
+    return name
