@@ -51,10 +51,13 @@ class Stage(StrEnum):
 
 
 class VerdictStatus(StrEnum):
-    """Why a verdict exists: the chunk was judged, or it arrived after its message was cut off."""
+    """Why a verdict exists: the chunk was judged, it arrived after its message was cut off, or the
+    guard failed on it (the verdict then says ``unsafe`` and carries the action of the worker's
+    ``guard.on_error``: a cut-off by default, never a silent pass)."""
 
     MODERATED = "moderated"
     AFTER_CUTOFF = "after_cutoff"
+    GUARD_ERROR = "guard_error"
 
 
 class ControlAction(StrEnum):

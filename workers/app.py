@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from mode import Service
 
-from topics.events import PromptEvent, TokenChunkEvent
+from topics.events import Action, PromptEvent, TokenChunkEvent
 from topics.names import Topic
 from workers.agents.broker_watch import EXIT_BROKER_UNREACHABLE, BrokerWatch, parse_servers, reachable
 from workers.agents.emit import KafkaSink
@@ -63,6 +63,7 @@ class WorkerRuntime(Service):
                 default_policy=Policy(settings.guard.policy),
                 dlq_payload_bytes=settings.kafka.dlq_payload_bytes,
                 lag_warn_s=settings.worker.lag_warn_ms / 1000.0,
+                on_error=Action.CUTOFF if settings.guard.on_error == "cutoff" else Action.FLAG,
             ),
             sensor,
         )

@@ -91,6 +91,11 @@ class GuardSettings(_Section):
         False, description="Accept random-weight test checkpoints (tests and benchmarks only)"
     )
     policy: Literal["strict", "loose"] = Field("strict", description="Default policy when an event names none")
+    on_error: Literal["cutoff", "flag"] = Field(
+        "cutoff",
+        description="When the guard fails on a prompt or chunk (a backend error): publish an unsafe verdict "
+        "with status guard_error and cut the message off (cutoff, fail closed) or only flag it (flag)",
+    )
     prefilter_model: str = Field("default", description="Prefilter head directory, or 'default'")
     prefilter_encoder: str = Field("default", description="sentence-transformers model, or 'default' (MiniLM)")
 

@@ -62,6 +62,8 @@ class ModeratorConfig:
     dlq_payload_bytes: int
     state_cache_size: int = 100_000
     lag_warn_s: float = 0.5
+    on_error: Action = Action.CUTOFF
+    """What a guard failure on an event does (``guard.on_error``): CUTOFF or FLAG."""
 
 
 class Moderator:
@@ -117,6 +119,20 @@ class Moderator:
             await self._reject(work, "processing_error", f"{type(exc).__name__}: {exc}")
             return Outcome.DONE
 
+    def _guard_failed(self, work: Work, exc: Exception) -> Exception:
+        """Log a guard failure on ``work``; the caller publishes its explicit outcome."""
+        logger.error(
+            "the guard failed on %s[%s]@%s (%s: %s); publishing status guard_error with action %s",
+            work.delivery.topic,
+            work.delivery.partition,
+            work.delivery.offset,
+            type(exc).__name__,
+            exc,
+            self._cfg.on_error.value,
+            exc_info=exc,
+        )
+        return exc
+
     async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
         if outcome is Outcome.WAIT_PROMPT:
             reason, detail = "unknown_conversation", f"no prompt for this message arrived ({why})"
@@ -152,27 +168,39 @@ class Moderator:
             return Outcome.DONE
 
         key = ids.turn_key(event.conversation_id, event.message_id)
-        scores = await self._backend.score_prompt(PromptRequest(key=key, token_ids=prompt_ids, text=text))
-        decision = decide_prompt(scores.risk, policy)
-        category = self._backend.info.query_categories[scores.category] if decision.risk is not Risk.SAFE else None
+        try:
+            scores = await self._backend.score_prompt(PromptRequest(key=key, token_ids=prompt_ids, text=text))
+        except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
+            failure: Exception | None = self._guard_failed(work, exc)
+            self._backend.release(key)
+            risk, action, category, probs, tier = Risk.UNSAFE, self._cfg.on_error, None, None, self._backend.info.tier
+        else:
+            failure = None
+            decision = decide_prompt(scores.risk, policy)
+            risk, action, probs, tier = decision.risk, decision.action, scores.risk, scores.tier
+            category = self._backend.info.query_categories[scores.category] if risk is not Risk.SAFE else None
         verdict = self._verdict(
             event,
             work.delivery,
             stage=Stage.PROMPT,
             seq=None,
             span=(0, 0),
-            risk=decision.risk,
-            action=decision.action,
+            risk=risk,
+            action=action,
             category=category,
-            probs=scores.risk,
-            tier=scores.tier,
+            probs=probs,
+            tier=tier,
             policy=policy,
+            status=VerdictStatus.GUARD_ERROR if failure else VerdictStatus.MODERATED,
         )
         await self._publish_verdict(verdict, work)
         cutoff = ""
-        if decision.action is Action.CUTOFF:
-            await self._publish_control(self._control(event, Stage.PROMPT, None, None, decision.risk, category, policy))
-            cutoff = json.dumps({"stage": "prompt", "risk": decision.risk.value, "category": category})
+        if action is Action.CUTOFF:
+            reason = _failure_reason(failure) if failure else None
+            await self._publish_control(
+                self._control(event, Stage.PROMPT, None, None, risk, category, policy, reason=reason)
+            )
+            cutoff = json.dumps({"stage": "prompt", "risk": risk.value, "category": category})
             self._backend.release(key)
 
         new = TurnState(
@@ -183,8 +211,8 @@ class Moderator:
             prompt_len=len(prompt_ids),
             log_len=len(prompt_ids),
             cutoff=cutoff,
-            prompt_risk=decision.risk.value,
-            prompt_action=decision.action.value,
+            prompt_risk=risk.value,
+            prompt_action=action.value,
         )
         status = await self._store.open_turn(new, prompt_ids)
         return await self._committed(work, status, new)
@@ -224,45 +252,59 @@ class Moderator:
         carry = DebounceCarry.from_dict(json.loads(state.carry)) if state.carry else DebounceCarry()
         key = ids.turn_key(event.conversation_id, event.message_id)
         start = state.response_tokens
+        risk_probs = np.zeros((0, 3), dtype=np.float32)
+        categories = np.zeros((0,), dtype=np.int64)
+        failure: Exception | None = None
         if judged:
-            scores = await self._backend.score_response(
-                ResponseRequest(
-                    key=key,
-                    offset=state.log_len,
-                    new_ids=new_ids,
-                    history=lambda: self._store.read_log(event.conversation_id, state.log_len),
+            try:
+                scores = await self._backend.score_response(
+                    ResponseRequest(
+                        key=key,
+                        offset=state.log_len,
+                        new_ids=new_ids,
+                        history=lambda: self._store.read_log(event.conversation_id, state.log_len),
+                    )
                 )
-            )
-            risk_probs = scores.risk[len(prefix) :]
-            categories = scores.category[len(prefix) :]
+            except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
+                failure = self._guard_failed(work, exc)
+                self._backend.release(key)  # whatever it cached for this message is suspect
+            else:
+                risk_probs = scores.risk[len(prefix) :]
+                categories = scores.category[len(prefix) :]
+        if failure is None:
+            carry, decision = decide_chunk(carry, risk_probs, categories, start=start, policy=policy)
+            names = self._backend.info.response_categories
+            category = names[decision.category] if decision.category is not None else None
+            risk, action, probs, trigger = decision.risk, decision.action, decision.probs, decision.trigger_index
         else:
-            risk_probs = np.zeros((0, 3), dtype=np.float32)
-            categories = np.zeros((0,), dtype=np.int64)
-        carry, decision = decide_chunk(carry, risk_probs, categories, start=start, policy=policy)
-
-        names = self._backend.info.response_categories
-        category = names[decision.category] if decision.category is not None else None
+            # The tokens go into the log as usual (a later chunk is scored in their context, rebuilt
+            # from the log); the debounce skips them: they have no label to pair with the next token.
+            carry = replace(carry, next_index=start + len(judged), last=None)
+            risk, action, category, probs, trigger = Risk.UNSAFE, self._cfg.on_error, None, None, None
         verdict = self._verdict(
             event,
             work.delivery,
             stage=Stage.RESPONSE,
             seq=event.seq,
             span=(start, start + len(judged)),
-            risk=decision.risk,
-            action=decision.action,
+            risk=risk,
+            action=action,
             category=category,
-            probs=decision.probs,
+            probs=probs,
             tier=self._backend.info.tier,
             policy=policy,
-            flagged=decision.trigger_index,
+            flagged=trigger,
+            status=VerdictStatus.GUARD_ERROR if failure else VerdictStatus.MODERATED,
         )
         await self._publish_verdict(verdict, work)
         cutoff = ""
-        if decision.action is Action.CUTOFF:
+        if action is Action.CUTOFF:
+            index = trigger if trigger is not None else start
+            reason = _failure_reason(failure) if failure else None
             await self._publish_control(
-                self._control(event, Stage.RESPONSE, event.seq, decision.trigger_index, decision.risk, category, policy)
+                self._control(event, Stage.RESPONSE, event.seq, index, risk, category, policy, reason=reason)
             )
-            cutoff = json.dumps({"seq": event.seq, "token_index": decision.trigger_index, "risk": decision.risk.value})
+            cutoff = json.dumps({"seq": event.seq, "token_index": index, "risk": risk.value})
         if cutoff or event.final:
             self._backend.release(key)
 
@@ -479,6 +521,8 @@ class Moderator:
         risk: Risk,
         category: str | None,
         policy: Policy,
+        *,
+        reason: str | None = None,
     ) -> ControlEvent:
         return ControlEvent(
             event_id=ids.control_id(event.conversation_id, event.message_id),
@@ -490,8 +534,12 @@ class Moderator:
             risk=risk,
             category=category,
             policy=policy.value,
-            reason=f"{stage.value} judged {risk.value} under the {policy.value} policy",
+            reason=reason or f"{stage.value} judged {risk.value} under the {policy.value} policy",
         )
+
+
+def _failure_reason(failure: Exception) -> str:
+    return f"the guard failed on this {type(failure).__name__}: {failure}"[:500]
 
 
 def _last_user_text(event: PromptEvent) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -197,17 +198,60 @@ async def test_bad_policy_and_malformed_token_ids_are_dead_lettered() -> None:
     assert not h.verdicts() and h.acks == 2
 
 
-async def test_backend_failure_is_dead_lettered_and_the_next_event_proceeds(monkeypatch: pytest.MonkeyPatch) -> None:
+async def _boom(request: object) -> object:
+    raise RuntimeError("device lost")
+
+
+async def test_a_guard_failure_on_a_chunk_cuts_the_message_off_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness()
     await h.prompt("c")
-
-    async def boom(request: object) -> object:
-        raise RuntimeError("device lost")
-
-    monkeypatch.setattr(h.backend, "score_response", boom)
-    assert await h.chunk("c", 0, "some words to score") is Outcome.DONE
-    (letter,) = h.sink.of_type(DeadLetter)
-    assert letter.reason == "processing_error" and "device lost" in letter.detail
+    assert await h.chunk("c", 0, "The river ") is Outcome.APPLIED
+    monkeypatch.setattr(h.backend, "score_response", _boom)
+    assert await h.chunk("c", 1, "some words to score") is Outcome.APPLIED
     monkeypatch.undo()
+    failed = h.verdicts(Stage.RESPONSE)[-1]
+    assert (failed.seq, failed.status, failed.risk, failed.action) == (
+        1,
+        VerdictStatus.GUARD_ERROR,
+        Risk.UNSAFE,
+        Action.CUTOFF,
+    )
+    (control,) = h.sink.of_type(ControlEvent)
+    assert control.seq == 1 and control.token_index == failed.token_start and "device lost" in control.reason
+    assert not h.sink.of_type(DeadLetter)  # an outcome the producer learns of, not a dead letter
+    # The rest of the message is answered after_cutoff; the next conversation is judged normally.
+    assert await h.chunk("c", 2, "more") is Outcome.APPLIED
+    assert h.verdicts(Stage.RESPONSE)[-1].status is VerdictStatus.AFTER_CUTOFF
     await h.prompt("d")
     assert await h.chunk("d", 0, "fine") is Outcome.APPLIED
+    assert h.verdicts(Stage.RESPONSE)[-1].status is VerdictStatus.MODERATED
+    assert h.acks == 6
+
+
+async def test_a_guard_failure_on_a_prompt_blocks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    monkeypatch.setattr(h.backend, "score_prompt", _boom)
+    assert await h.prompt("c") is Outcome.APPLIED
+    monkeypatch.undo()
+    (verdict,) = h.verdicts(Stage.PROMPT)
+    assert (verdict.status, verdict.risk, verdict.action) == (VerdictStatus.GUARD_ERROR, Risk.UNSAFE, Action.CUTOFF)
+    (control,) = h.sink.of_type(ControlEvent)
+    assert control.stage is Stage.PROMPT and "device lost" in control.reason
+    assert await h.chunk("c", 0, "an answer") is Outcome.APPLIED
+    assert h.verdicts(Stage.RESPONSE)[-1].status is VerdictStatus.AFTER_CUTOFF
+
+
+async def test_on_error_flag_flags_and_keeps_judging(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    h.moderator = Moderator(h.backend, h.store, h.sink, replace(CONFIG, on_error=Action.FLAG))
+    await h.prompt("c")
+    monkeypatch.setattr(h.backend, "score_response", _boom)
+    assert await h.chunk("c", 0, "some words ") is Outcome.APPLIED
+    monkeypatch.undo()
+    failed = h.verdicts(Stage.RESPONSE)[-1]
+    assert (failed.status, failed.action) == (VerdictStatus.GUARD_ERROR, Action.FLAG)
+    assert not h.sink.of_type(ControlEvent)
+    # The failed chunk's tokens are in the log: the next chunk is judged in their context.
+    assert await h.chunk("c", 1, "to score") is Outcome.APPLIED
+    after = h.verdicts(Stage.RESPONSE)[-1]
+    assert after.status is VerdictStatus.MODERATED and after.token_start == failed.token_end
