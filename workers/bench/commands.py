@@ -140,7 +140,7 @@ def _bench_engine(args: argparse.Namespace, settings: Settings) -> int:
     result.config["command"] = "streamwarden " + shlex.join(sys.argv[1:])
     console = Console()
     console.print(result_table(result))
-    what = config.size if config.checkpoint is None else f"{config.checkpoint}"
+    what = config.size if config.checkpoint is None else Path(config.checkpoint).name
     if config.layers is not None:
         what += f"-{config.layers}l"
     if config.quantize != "none":
