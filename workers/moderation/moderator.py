@@ -16,8 +16,10 @@ no exception escapes ``handle``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -48,11 +50,42 @@ from workers.moderation.delivery import Delivery, dead_letter
 from workers.moderation.lag import LagMonitor
 from workers.moderation.lanes import Outcome, Work
 from workers.moderation.sink import EffectSink
-from workers.state.base import ApplyStatus, ChunkUpdate, ConversationStore, TurnState
+from workers.state.base import ApplyStatus, ChunkUpdate, ConversationStore, StoreUnavailable, TurnState
 
 logger = logging.getLogger(__name__)
 
 POLICY_VERSION = 1
+STORE_RETRY_FIRST_S = 0.1
+STORE_RETRY_CAP_S = 5.0
+"""Backoff of an event waiting for the state store: doubling from the first delay up to the cap."""
+
+
+class StoreOutage:
+    """Whether the state store is reachable, as the events see it; logs the outage once and its end."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.since is None
+
+    def failed(self, exc: StoreUnavailable) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning("state store unreachable (%s): holding events and retrying", exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            logger.warning(
+                "state store reachable again after %.1f s (%s failed attempts)",
+                time.monotonic() - self.since,
+                self.failures,
+            )
+            self.since = None
+            self.failures = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +118,7 @@ class Moderator:
         self._states: OrderedDict[str, TurnState] = OrderedDict()
         self._epochs: dict[int, int] = {}
         self.lag = LagMonitor(warn_s=config.lag_warn_s)
+        self.store_outage = StoreOutage()
 
     @property
     def worker_id(self) -> str:
@@ -104,10 +138,32 @@ class Moderator:
     # -- Handler protocol -------------------------------------------------------------------------
 
     async def handle(self, work: Work) -> Outcome:
+        """Apply ``work``; while the state store is unreachable, keep it, wait and try again.
+
+        The event is neither acknowledged nor dead-lettered meanwhile: its lane (and with the
+        in-flight bound, the consumer) waits, so no offset past it is committed. A retry may
+        publish the same verdict again, under the same id, which consumers drop.
+        """
+        delay = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                outcome = await self._handle_once(work)
+            except StoreUnavailable as exc:
+                self._states.pop(work.conversation_id, None)
+                self.store_outage.failed(exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, STORE_RETRY_CAP_S)
+                continue
+            self.store_outage.recovered()
+            return outcome
+
+    async def _handle_once(self, work: Work) -> Outcome:
         try:
             if isinstance(work.event, PromptEvent):
                 return await self._prompt(work, work.event)
             return await self._chunk(work, work.event)
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # one bad event must not stop the worker
             logger.exception(
                 "failed to moderate %s[%s]@%s",
@@ -170,6 +226,8 @@ class Moderator:
         key = ids.turn_key(event.conversation_id, event.message_id)
         try:
             scores = await self._backend.score_prompt(PromptRequest(key=key, token_ids=prompt_ids, text=text))
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
             failure: Exception | None = self._guard_failed(work, exc)
             self._backend.release(key)
@@ -265,6 +323,8 @@ class Moderator:
                         history=lambda: self._store.read_log(event.conversation_id, state.log_len),
                     )
                 )
+            except StoreUnavailable:
+                raise  # the history came from the store: a transport fault, retried (handle)
             except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
                 failure = self._guard_failed(work, exc)
                 self._backend.release(key)  # whatever it cached for this message is suspect

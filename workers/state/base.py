@@ -18,6 +18,14 @@ from enum import StrEnum
 from typing import Protocol
 
 
+class StoreUnavailable(ConnectionError):
+    """The store could not be reached (connection refused or lost, timeout, still loading).
+
+    A transport fault, not a verdict on the event: the worker keeps the event, waits and tries
+    again (``Moderator.handle``); it never dead-letters it for this.
+    """
+
+
 class ApplyStatus(StrEnum):
     """Outcome of a state mutation."""
 
@@ -61,7 +69,10 @@ class ChunkUpdate:
 
 
 class ConversationStore(Protocol):
-    """Atomic, fenced, TTL'd per-conversation state. Implementations: Redis, in-memory."""
+    """Atomic, fenced, TTL'd per-conversation state. Implementations: Redis, in-memory.
+
+    Every method raises ``StoreUnavailable`` when the store cannot be reached.
+    """
 
     async def load(self, conversation_id: str) -> TurnState | None:
         """The current turn of the conversation, or None if there is none (never opened or expired)."""

@@ -4,23 +4,45 @@ Each mutation is one Lua script (registered once, run with EVALSHA), so the comp
 ``message_id`` / ``epoch`` / ``seq``, the log append and the TTL refresh are one atomic step. The
 token log is a Redis string of little-endian uint32 ids grown with ``APPEND``, so a rebuild reads
 it with one ``GETRANGE``. Connection and timeout errors are retried with jittered backoff; the
-scripts are idempotent under retry (a re-applied chunk reports DUPLICATE).
+scripts are idempotent under retry (a re-applied chunk reports DUPLICATE). What still fails after
+those retries is raised as ``StoreUnavailable``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, fields
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workers.state import keys
-from workers.state.base import ApplyStatus, ChunkUpdate, TurnState
+from workers.state.base import ApplyStatus, ChunkUpdate, StoreUnavailable, TurnState
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_TRANSPORT_ERRORS = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
+
+
+def _reachable(method: Callable[_P, Coroutine[Any, Any, _R]]) -> Callable[_P, Coroutine[Any, Any, _R]]:
+    """Turn Redis transport errors (after the client's own retries) into ``StoreUnavailable``."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(*args, **kwargs)
+        except _TRANSPORT_ERRORS as exc:
+            raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
 
 _OPEN_TURN = """
 local cur = redis.call('HMGET', KEYS[1], 'message_id', 'epoch')
@@ -85,6 +107,7 @@ class RedisStore:
         self._open_turn = self._redis.register_script(_OPEN_TURN)
         self._apply_chunk = self._redis.register_script(_APPLY_CHUNK)
 
+    @_reachable
     async def ping(self) -> bool:
         """Check the server, and load the scripts into it so the first writes find them."""
         # Unloaded, the first burst of writes all fail EVALSHA with NOSCRIPT and load them at once.
@@ -92,6 +115,7 @@ class RedisStore:
             await self._redis.script_load(script.script)
         return bool(await self._redis.ping())
 
+    @_reachable
     async def load(self, conversation_id: str) -> TurnState | None:
         raw = await self._redis.hgetall(keys.conv_key(self._ns, conversation_id))
         if not raw:
@@ -108,6 +132,7 @@ class RedisStore:
                 values[f.name] = text
         return TurnState(**values)  # type: ignore[arg-type]
 
+    @_reachable
     async def open_turn(self, state: TurnState, prompt_ids: Sequence[int]) -> ApplyStatus:
         if state.log_len != len(prompt_ids):
             raise ValueError(f"log_len {state.log_len} != {len(prompt_ids)} prompt ids")
@@ -121,6 +146,7 @@ class RedisStore:
         )
         return ApplyStatus(_text(result))
 
+    @_reachable
     async def apply_chunk(
         self,
         conversation_id: str,
@@ -140,11 +166,13 @@ class RedisStore:
         )
         return ApplyStatus(_text(result))
 
+    @_reachable
     async def read_log(self, conversation_id: str, end: int | None = None) -> list[int]:
         key = keys.log_key(self._ns, conversation_id)
         raw = await self._redis.getrange(key, 0, -1 if end is None else end * 4 - 1) if end != 0 else b""
         return unpack_ids(raw if isinstance(raw, bytes) else raw.encode())
 
+    @_reachable
     async def bump_epoch(self, partition: int) -> int:
         return int(await self._redis.incr(keys.epoch_key(self._ns, partition)))
 

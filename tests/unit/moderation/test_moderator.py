@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from workers.moderation.delivery import Delivery
 from workers.moderation.lanes import Outcome, Work
 from workers.moderation.moderator import Moderator, ModeratorConfig
 from workers.moderation.sink import RecordingSink
+from workers.state.base import ApplyStatus, StoreUnavailable, TurnState
 from workers.state.memory_store import MemoryStore
 
 CONFIG = ModeratorConfig(worker_id="w-test", default_policy=Policy.STRICT, dlq_payload_bytes=1024)
@@ -255,3 +258,59 @@ async def test_on_error_flag_flags_and_keeps_judging(monkeypatch: pytest.MonkeyP
     assert await h.chunk("c", 1, "to score") is Outcome.APPLIED
     after = h.verdicts(Stage.RESPONSE)[-1]
     assert after.status is VerdictStatus.MODERATED and after.token_start == failed.token_end
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore that is unreachable for its first ``outage`` writes."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__()
+        self.outage = outage
+
+    def _maybe_down(self) -> None:
+        if self.outage > 0:
+            self.outage -= 1
+            raise StoreUnavailable("Redis unreachable: ConnectionError: connection refused")
+
+    async def open_turn(self, state: TurnState, prompt_ids: Sequence[int]) -> ApplyStatus:
+        self._maybe_down()
+        return await super().open_turn(state, prompt_ids)
+
+    async def apply_chunk(self, *args: Any, **kwargs: Any) -> ApplyStatus:
+        self._maybe_down()
+        return await super().apply_chunk(*args, **kwargs)
+
+
+async def test_an_unreachable_store_holds_the_event_and_retries_instead_of_dead_lettering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("workers.moderation.moderator.STORE_RETRY_FIRST_S", 0.001)
+    h = Harness(store=FlakyStore(outage=3))
+    assert await h.prompt("c") is Outcome.APPLIED  # three refused writes, then it went through
+    assert h.acks == 1 and h.moderator.store_outage.healthy
+    h.store.outage = 2  # type: ignore[attr-defined]
+    assert await h.chunk("c", 0, "The river ") is Outcome.APPLIED
+    assert await h.chunk("c", 1, "flows", final=True) is Outcome.APPLIED
+    assert not h.sink.of_type(DeadLetter)
+    assert h.acks == 3
+    # Verdicts re-published by a retry carry the same id: one effective verdict per chunk.
+    assert {v.seq for v in h.verdicts(Stage.RESPONSE)} == {0, 1}
+    assert len({v.event_id for v in h.verdicts(Stage.RESPONSE)}) == 2
+
+
+async def test_store_outage_is_tracked_until_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workers.moderation.moderator.STORE_RETRY_FIRST_S", 0.001)
+    h = Harness(store=FlakyStore(outage=0))
+    await h.prompt("c")
+    seen: list[bool] = []
+    original = h.store.apply_chunk
+
+    async def down_twice(*args: Any, **kwargs: Any) -> ApplyStatus:
+        seen.append(h.moderator.store_outage.healthy)
+        if len(seen) <= 2:
+            raise StoreUnavailable("down")
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(h.store, "apply_chunk", down_twice)
+    assert await h.chunk("c", 0, "words") is Outcome.APPLIED
+    assert seen == [True, False, False] and h.moderator.store_outage.healthy
