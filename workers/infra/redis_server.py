@@ -99,8 +99,24 @@ class LocalRedis:
     def running(self) -> bool:
         return self.process is not None and self.process.alive()
 
-    async def start(self) -> None:
-        """Start the server and wait for ``PING``.
+    async def restart(self, *, down_s: float = 0.0, keep_data: bool = True, crash: bool = True) -> None:
+        """Stop the server (SIGKILL as a crash would, or SIGTERM, which lets it finish its
+        append-only file), wait ``down_s``, and start it again on the same port.
+
+        With ``keep_data`` it replays its append-only file (up to the last second is lost after a
+        crash); without, it starts empty (a failover to an empty replica).
+        """
+        port = self.port
+        if self.process is not None:
+            await (self.process.kill() if crash else self.process.stop())
+        if not keep_data:
+            shutil.rmtree(self.run_dir / "appendonlydir", ignore_errors=True)
+            (self.run_dir / "dump.rdb").unlink(missing_ok=True)
+        await asyncio.sleep(down_s)
+        await self.start(port=port)
+
+    async def start(self, *, port: int | None = None) -> None:
+        """Start the server (on ``port``, else a free one) and wait for ``PING``.
 
         Raises:
             MissingProgram: ``redis-server`` is not installed (the message names the apt package).
@@ -113,7 +129,7 @@ class LocalRedis:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         failures: list[str] = []
         for attempt in range(1, self.attempts + 1):
-            self.port = free_port()
+            self.port = port or free_port()
             self.process = ManagedProcess.spawn(
                 "redis-server",
                 self._argv(binary),
@@ -139,14 +155,17 @@ class LocalRedis:
 
     def _argv(self, binary: str) -> list[str]:
         argv = [binary, "--port", str(self.port), "--bind", LOOPBACK, "--protected-mode", "yes"]
-        # An in-memory cache of conversation state: persistence would only cost disk and latency.
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        # Conversation state must survive a restart (a worker resumes turns from it): an append-only
+        # file fsynced every second (at most the last second is lost on a crash), and a full
+        # memory refuses writes rather than evicting live conversations.
+        argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no"]
+        argv += ["--maxmemory-policy", "noeviction"]
         # Keep the original command line visible: it carries the run directory that identifies the
         # process to a later `streamwarden infra down` (Redis rewrites its title by default).
         argv += ["--set-proc-title", "no"]
         argv += ["--dir", str(self.run_dir), "--logfile", str(self.run_dir / "redis.log")]
         if self.maxmemory_mb:
-            argv += ["--maxmemory", f"{self.maxmemory_mb}mb", "--maxmemory-policy", "noeviction"]
+            argv += ["--maxmemory", f"{self.maxmemory_mb}mb"]
         return argv
 
     async def wait_ready(self, timeout_s: float) -> None:

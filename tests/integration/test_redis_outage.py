@@ -1,0 +1,56 @@
+"""Redis down for seconds under traffic: events wait and are retried, none is dead-lettered or lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, worker_settings
+from topics.events import Message, Role
+from workers.client import GuardClient
+from workers.infra import LocalRedis, ensure_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHUNKS = 40
+
+
+async def _stream(client: GuardClient, cid: str) -> None:
+    await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
+    writer = client.stream(cid, "m1")
+    for i in range(CHUNKS):
+        await writer.send(f"the river runs on {i} ")
+        await asyncio.sleep(0.05)
+    await writer.finish()
+
+
+async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
+    async with LocalRedis(run_dir=tmp_path / "redis") as redis:
+        settings = worker_settings(kafka_bootstrap, redis.url, prefix, planted_checkpoint(tmp_path), 2)
+        settings["worker.prompt_wait_s"] = 30.0  # chunks wait for their prompt across the outage
+        settings["worker.reorder_wait_s"] = 30.0
+        async with (
+            new_worker("w1", tmp_path / "run", settings) as worker,
+            Observer(kafka_bootstrap, prefix) as obs,
+            GuardClient(kafka_bootstrap, topic_prefix=prefix) as client,
+        ):
+            cids = [f"c{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
+            streams = asyncio.gather(*(_stream(client, c) for c in cids))
+            await asyncio.sleep(0.6)
+            await redis.restart(down_s=4.0, crash=False)  # 4 s of connection refused, data kept
+            await streams
+            await obs.wait_for(
+                lambda: all(set(obs.effective(c)) == {None, *range(CHUNKS + 1)} for c in cids),
+                within_s=60,
+                what="a verdict for every prompt and chunk",
+            )
+            for c in cids:
+                assert all(len(ids) == 1 for ids in obs.effective(c).values()), obs.effective(c)
+            assert not obs.dead, [d.reason for d in obs.dead]
+            assert "state store unreachable" in worker.log_tail(400)
+            assert "state store reachable again" in worker.log_tail(400)
