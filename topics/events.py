@@ -51,13 +51,17 @@ class Stage(StrEnum):
 
 
 class VerdictStatus(StrEnum):
-    """Why a verdict exists: the chunk was judged, it arrived after its message was cut off, or the
+    """Why a verdict exists: the chunk was judged, it arrived after its message was cut off, the
     guard failed on it (the verdict then says ``unsafe`` and carries the action of the worker's
-    ``guard.on_error``: a cut-off by default, never a silent pass)."""
+    ``guard.on_error``: a cut-off by default, never a silent pass), or it had no context."""
 
     MODERATED = "moderated"
     AFTER_CUTOFF = "after_cutoff"
     GUARD_ERROR = "guard_error"
+    CONTEXT_LOST = "context_lost"
+    """No context to judge the chunk in: its prompt never reached the worker within
+    ``worker.prompt_wait_s``, or the conversation's state was lost (a Redis restarted empty, an
+    expiry mid-turn). The verdict says ``unsafe`` and carries ``guard.on_state_loss``'s action."""
 
 
 class ControlAction(StrEnum):

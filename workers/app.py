@@ -64,6 +64,7 @@ class WorkerRuntime(Service):
                 dlq_payload_bytes=settings.kafka.dlq_payload_bytes,
                 lag_warn_s=settings.worker.lag_warn_ms / 1000.0,
                 on_error=Action.CUTOFF if settings.guard.on_error == "cutoff" else Action.FLAG,
+                on_state_loss=Action.CUTOFF if settings.guard.on_state_loss == "cutoff" else Action.FLAG,
             ),
             sensor,
         )

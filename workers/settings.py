@@ -96,6 +96,12 @@ class GuardSettings(_Section):
         description="When the guard fails on a prompt or chunk (a backend error): publish an unsafe verdict "
         "with status guard_error and cut the message off (cutoff, fail closed) or only flag it (flag)",
     )
+    on_state_loss: Literal["cutoff", "flag"] = Field(
+        "cutoff",
+        description="When a chunk has no context (its prompt never arrived within worker.prompt_wait_s, or "
+        "the conversation's state was lost): an unsafe verdict with status context_lost that cuts the "
+        "message off (cutoff, fail closed) or only flags the chunk (flag)",
+    )
     prefilter_model: str = Field("default", description="Prefilter head directory, or 'default'")
     prefilter_encoder: str = Field("default", description="sentence-transformers model, or 'default' (MiniLM)")
 

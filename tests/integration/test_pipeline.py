@@ -267,7 +267,6 @@ async def test_bad_input_is_dead_lettered_while_good_traffic_flows(pipeline: Pip
         big: "payload_too_large",
         mismatch: "key_mismatch",
         policy: "invalid_value",
-        orphan: "unknown_conversation",
         gap: "seq_gap",
         bad_ids: "invalid_value",
     }
@@ -288,6 +287,11 @@ async def test_bad_input_is_dead_lettered_while_good_traffic_flows(pipeline: Pip
     assert ids_letter.field == "token_ids"
     (mismatch_letter,) = [d for d in obs.dead if d.conversation_id == mismatch]
     assert orjson.loads(mismatch_letter.payload)["conversation_id"] == "someone-else"
+    # A chunk whose prompt never came is not bad input: it gets an explicit verdict and a cut-off.
+    await obs.wait_for(lambda: bool(obs.controls_of(orphan)), within_s=30, what="the orphan chunk's cut-off")
+    (orphan_verdict,) = obs.of(orphan)
+    assert orphan_verdict.status is VerdictStatus.CONTEXT_LOST and orphan_verdict.action is Action.CUTOFF
+    assert "no context" in obs.controls_of(orphan)[0].reason and not by_key(orphan)
     # No bad record produced a verdict (the gap conversation's prompt itself was fine).
     assert [v.stage for v in obs.verdicts if v.conversation_id in expected] == [Stage.PROMPT]
 

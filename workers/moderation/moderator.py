@@ -97,6 +97,8 @@ class ModeratorConfig:
     lag_warn_s: float = 0.5
     on_error: Action = Action.CUTOFF
     """What a guard failure on an event does (``guard.on_error``): CUTOFF or FLAG."""
+    on_state_loss: Action = Action.CUTOFF
+    """What a chunk without context gets (``guard.on_state_loss``): CUTOFF or FLAG."""
 
 
 class Moderator:
@@ -191,13 +193,58 @@ class Moderator:
 
     async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
         if outcome is Outcome.WAIT_PROMPT:
-            reason, detail = "unknown_conversation", f"no prompt for this message arrived ({why})"
+            await self._context_lost(work, why)
+            return
         else:
             assert isinstance(work.event, TokenChunkEvent)
             state = self._states.get(work.conversation_id)
             expected = state.next_seq if state else "?"
             reason, detail = "seq_gap", f"seq {work.event.seq} arrived but seq {expected} never did ({why})"
         await self._reject(work, reason, detail)
+
+    async def _context_lost(self, work: Work, why: str) -> None:
+        """A chunk with nothing to judge it in: an explicit verdict (status ``context_lost``) with the
+        configured action, and a cut-off the producer learns of; never silence.
+
+        Every such chunk of the message gets its own verdict; the cut-off has the message's one
+        control id, so a repeat of it is dropped by consumers.
+        """
+        event = work.event
+        assert isinstance(event, TokenChunkEvent)
+        policy = self._cfg.default_policy
+        action = self._cfg.on_state_loss
+        logger.warning(
+            "no context for %s/%s seq %s (%s): its prompt never arrived or its state was lost; %s",
+            event.conversation_id,
+            event.message_id,
+            event.seq,
+            why,
+            action.value,
+        )
+        verdict = self._verdict(
+            event,
+            work.delivery,
+            stage=Stage.RESPONSE,
+            seq=event.seq,
+            span=(0, 0),
+            risk=Risk.UNSAFE,
+            action=action,
+            category=None,
+            probs=None,
+            tier=self._backend.info.tier,
+            policy=policy,
+            status=VerdictStatus.CONTEXT_LOST,
+        )
+        await self._publish_verdict(verdict, work)
+        if action is Action.CUTOFF:
+            reason = (
+                f"no context to judge this message in ({why}): its prompt never reached the guard, or the "
+                "conversation's state was lost"
+            )
+            await self._publish_control(
+                self._control(event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, policy, reason=reason)
+            )
+        await work.ack()
 
     # -- prompts ----------------------------------------------------------------------------------
 

@@ -314,3 +314,31 @@ async def test_store_outage_is_tracked_until_it_ends(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(h.store, "apply_chunk", down_twice)
     assert await h.chunk("c", 0, "words") is Outcome.APPLIED
     assert seen == [True, False, False] and h.moderator.store_outage.healthy
+
+
+async def test_a_chunk_without_context_gets_an_explicit_cut_off() -> None:
+    h = Harness()
+    assert await h.chunk("lost", 3, "an answer whose prompt never came") is Outcome.WAIT_PROMPT
+    work = Work(
+        event=TokenChunkEvent(conversation_id="lost", message_id="m1", seq=3, text="x"),
+        delivery=Delivery("guard.tokens", 0, 99, b"lost", b"{}", time.perf_counter()),
+        ack=_count_ack(h),
+    )
+    await h.moderator.expire(work, Outcome.WAIT_PROMPT, "waited 5s")
+    (verdict,) = h.verdicts(Stage.RESPONSE)
+    assert (verdict.status, verdict.risk, verdict.action, verdict.seq) == (
+        VerdictStatus.CONTEXT_LOST,
+        Risk.UNSAFE,
+        Action.CUTOFF,
+        3,
+    )
+    (control,) = h.sink.of_type(ControlEvent)
+    assert control.seq == 3 and "no context" in control.reason and "waited 5s" in control.reason
+    assert not h.sink.of_type(DeadLetter) and h.acks == 1
+
+
+def _count_ack(h: Harness) -> Any:
+    async def ack() -> None:
+        h.acks += 1
+
+    return ack
