@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, worker_settings
-from topics.events import Message, Role
+from topics.events import Message, Role, Stage, VerdictStatus
 from workers.client import GuardClient
 from workers.infra import LocalRedis, ensure_topics
 
@@ -54,3 +54,33 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootst
             assert not obs.dead, [d.reason for d in obs.dead]
             assert "state store unreachable" in worker.log_tail(400)
             assert "state store reachable again" in worker.log_tail(400)
+
+
+async def test_redis_restarted_empty_mid_stream_cuts_the_affected_messages_off(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """State loss: every chunk still gets a verdict, and every message whose state was lost gets a
+    cut-off (the default ``guard.on_state_loss``), so no producer streams on unmoderated."""
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
+    async with LocalRedis(run_dir=tmp_path / "redis") as redis:
+        settings = worker_settings(kafka_bootstrap, redis.url, prefix, planted_checkpoint(tmp_path), 2)
+        async with (
+            new_worker("w1", tmp_path / "run", settings),
+            Observer(kafka_bootstrap, prefix) as obs,
+            GuardClient(kafka_bootstrap, topic_prefix=prefix) as client,
+        ):
+            cids = [f"c{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
+            streams = asyncio.gather(*(_stream(client, c) for c in cids))
+            await asyncio.sleep(0.8)
+            await redis.restart(down_s=0.5, keep_data=False)  # a crash and an empty replacement
+            await streams
+            await obs.wait_for(
+                lambda: all(set(obs.effective(c)) == {None, *range(CHUNKS + 1)} for c in cids),
+                within_s=60,
+                what="a verdict for every prompt and chunk",
+            )
+            for c in cids:
+                assert obs.controls_of(c), f"{c} lost its state and was never cut off"
+                statuses = {v.status for v in obs.of(c, Stage.RESPONSE)}
+                assert statuses <= {VerdictStatus.MODERATED, VerdictStatus.CONTEXT_LOST, VerdictStatus.AFTER_CUTOFF}

@@ -494,6 +494,11 @@ class Moderator:
             return Outcome.APPLIED
         # The store disagrees with our cached view (another owner, an expiry): trust the store.
         self._states.pop(work.conversation_id, None)
+        if status is ApplyStatus.MISSING and isinstance(work.event, TokenChunkEvent):
+            # The turn vanished from the store under us (Redis restarted empty, an eviction, an
+            # expiry): this chunk has its verdict, but the rest of the message has no context left.
+            await self._state_lost(work, work.event)
+            return Outcome.DONE
         if status is ApplyStatus.FENCED:
             logger.warning(
                 "conversation %s moved to a newer owner; leaving %s[%s]@%s to it",
@@ -506,6 +511,24 @@ class Moderator:
             return Outcome.DONE
         await self._reject(work, f"state_{status.value}", f"state store refused the update: {status.value}")
         return Outcome.DONE
+
+    async def _state_lost(self, work: Work, event: TokenChunkEvent) -> None:
+        """The store lost this turn after ``event`` was judged: act on ``guard.on_state_loss`` now,
+        rather than when the next chunk has waited for a prompt that will not come again."""
+        logger.warning(
+            "the state of %s/%s vanished from the store at seq %s; %s",
+            event.conversation_id,
+            event.message_id,
+            event.seq,
+            self._cfg.on_state_loss.value,
+        )
+        if self._cfg.on_state_loss is Action.CUTOFF:
+            reason = "the conversation's state was lost (the state store restarted empty, or evicted or expired it)"
+            policy = self._cfg.default_policy
+            await self._publish_control(
+                self._control(event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, policy, reason=reason)
+            )
+        await work.ack()
 
     async def _publish_verdict(self, verdict: VerdictEvent, work: Work) -> None:
         await self._sink.publish(verdict)
