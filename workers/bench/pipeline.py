@@ -25,7 +25,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +103,8 @@ class Recorder:
         return sorted((t - start, (self.received[k] - t) * 1000) for k, t in self.sent.items() if k in self.received)
 
 
-async def _consume(bootstrap: str, topic: str, recorder: Recorder, verdicts: bool) -> None:
+async def tail_topic(bootstrap: str, topic: str, on_record: Callable[[bytes, float], None]) -> None:
+    """Until cancelled: every new record of ``topic`` to ``on_record(value, perf_counter at receipt)``."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -117,14 +118,21 @@ async def _consume(bootstrap: str, topic: str, recorder: Recorder, verdicts: boo
             batches = await consumer.getmany(timeout_ms=50)
             now = time.perf_counter()
             for records in batches.values():
-                for r in records:
-                    key, in_worker = _key(r.value or b"", verdicts)
-                    if key is not None:
-                        recorder.received.setdefault(key, now)
-                    if key is not None and in_worker is not None:
-                        recorder.in_worker.setdefault(key, in_worker)
+                for record in records:
+                    on_record(record.value or b"", now)
     finally:
         await consumer.stop()
+
+
+async def _consume(bootstrap: str, topic: str, recorder: Recorder, verdicts: bool) -> None:
+    def on_record(raw: bytes, now: float) -> None:
+        key, in_worker = _key(raw, verdicts)
+        if key is not None:
+            recorder.received.setdefault(key, now)
+        if key is not None and in_worker is not None:
+            recorder.in_worker.setdefault(key, in_worker)
+
+    await tail_topic(bootstrap, topic, on_record)
 
 
 def _key(raw: bytes, verdicts: bool) -> tuple[tuple[str, int] | None, float | None]:

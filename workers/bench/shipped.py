@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
@@ -40,6 +39,7 @@ from topics import codec
 from topics.errors import DecodeError
 from topics.events import Message, Role, Stage, VerdictEvent
 from topics.names import Topic
+from workers.bench.pipeline import tail_topic
 from workers.bench.traffic import TrafficSource
 from workers.client import GuardClient
 from workers.infra import LocalKafka, LocalRedis, ensure_topics
@@ -135,24 +135,11 @@ class _Recorder:
 
 
 async def _consume(bootstrap: str, topic: str, recorder: _Recorder) -> None:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=5,
-    )
-    await consumer.start()
-    try:
-        while True:
-            batches = await consumer.getmany(timeout_ms=50)
-            now = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    with contextlib.suppress(DecodeError):
-                        recorder.on_verdict(codec.decode(record.value or b"", VerdictEvent), now)
-    finally:
-        await consumer.stop()
+    def on_record(raw: bytes, now: float) -> None:
+        with contextlib.suppress(DecodeError):
+            recorder.on_verdict(codec.decode(raw, VerdictEvent), now)
+
+    await tail_topic(bootstrap, topic, on_record)
 
 
 async def _session(
