@@ -104,6 +104,11 @@ class GuardSettings(_Section):
     )
     prefilter_model: str = Field("default", description="Prefilter head directory, or 'default'")
     prefilter_encoder: str = Field("default", description="sentence-transformers model, or 'default' (MiniLM)")
+    prefilter_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Precision of the prefilter's encoder: auto = float32 on the CPU (bfloat16 matmuls are "
+        "emulated on CPUs without native bfloat16, 6x slower here), the head's training precision on CUDA",
+    )
 
 
 class WorkerSettings(_Section):

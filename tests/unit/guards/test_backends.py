@@ -179,3 +179,21 @@ async def test_cascade_prime_failure_is_not_a_verdict_failure(caplog: pytest.Log
         await asyncio.sleep(0)
     assert "priming the stream guard" in caplog.text
     await cascade.close()
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("auto", "float32"), ("bfloat16", "bfloat16")])
+def test_prefilter_encoder_runs_in_float32_on_the_cpu_by_default(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, setting: str, expected: str
+) -> None:
+    from workers.guards.prefilter import Prefilter
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(Prefilter, "load", classmethod(lambda cls, *a, **kw: seen.update(kw)))
+    configured = settings.model_copy(
+        update={
+            "guard": settings.guard.model_copy(update={"prefilter_dtype": setting}),
+            "engine": settings.engine.model_copy(update={"device": "cpu"}),
+        }
+    )
+    PrefilterBackend(configured)._load_prefilter()
+    assert seen["dtype"] == expected and seen["device"] == "cpu"

@@ -112,7 +112,10 @@ def test_shipped_default_heads_materialise_and_load(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(artifact, "default_cache_root", lambda: tmp_path / "models")
     checkpoint = resolve_guard_checkpoint("default", allow_test_checkpoint=False)
     assert checkpoint.path.parent == (tmp_path / "models").resolve()
-    assert checkpoint.model_id == "streamwarden/smollm2-135m-stream-heads" and not checkpoint.is_test_checkpoint
+    layers = metadata["backbone"]["layers"]  # type: ignore[index]
+    assert checkpoint.model_id == f"streamwarden/smollm2-135m-{layers}l-stream-heads"
+    assert not checkpoint.is_test_checkpoint
+    assert checkpoint.config.raw["num_hidden_layers"] == layers < 30  # heads on the first layers of 30
     assert resolve_guard_checkpoint("default", allow_test_checkpoint=False).path == checkpoint.path  # reused
     monkeypatch.setattr(stream, "cached_guard_repo", lambda: None)
     assert resolve_guard_checkpoint("auto", allow_test_checkpoint=False).path == checkpoint.path
@@ -124,5 +127,7 @@ def test_shipped_default_heads_materialise_and_load(tmp_path: Path, monkeypatch:
     from safetensors import safe_open
 
     with safe_open(str(checkpoint.path / "model.safetensors"), framework="pt") as handle:
-        for name in ("embed_tokens.weight", "layers.7.mlp.down_proj.weight", "norm.weight"):
+        for name in ("embed_tokens.weight", f"layers.{layers - 1}.mlp.down_proj.weight", "norm.weight"):
             assert torch.equal(handle.get_tensor(f"model.{name}"), backbone.model.state_dict()[name])
+        names = set(handle.keys())
+        assert f"model.layers.{layers}.mlp.down_proj.weight" not in names
