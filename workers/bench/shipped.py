@@ -152,15 +152,17 @@ async def _session(
     policy: str,
     stop_at: float,
     rng: random.Random,
+    ramp_s: float,
 ) -> None:
     """One user after another on this slot: a prompt, its answer word by word, then the next."""
-    await asyncio.sleep(rng.uniform(0, 2.0 / words_per_s))  # spread the slots
+    # Slots start spread over the warm-up, and each one's first answer is cut short at a random
+    # point, so that prompts arrive at the steady rate of conversations ending and starting
+    # rather than all at once (a burst of long prompts would otherwise be what is measured).
+    await asyncio.sleep(rng.uniform(0, ramp_s))
     turn_index = 0
     while time.perf_counter() < stop_at:
         turn = next(traffic)
         if turn_index == 0:
-            # The first answer of each slot is cut short at a random point, so that conversations
-            # end, and new prompts arrive, spread over the run instead of all at once.
             turn = dataclasses.replace(turn, chunks=turn.chunks[: rng.randint(1, len(turn.chunks))])
         cid = f"{name}-{turn_index}-{uuid.uuid4().hex[:6]}"
         turn_index += 1
@@ -213,6 +215,7 @@ async def _drive(bootstrap: str, prefix: str, load: ShippedLoad, rate: float) ->
                     policy=load.policy,
                     stop_at=stop_at,
                     rng=random.Random(rng.random()),
+                    ramp_s=load.warmup_s * 0.8,
                 )
                 for slot in range(load.conversations)
             )

@@ -89,16 +89,30 @@ class KVStorage:
 
 
 @dataclass(frozen=True, slots=True)
+class SdpaGroup:
+    """Rows of a forward that the ``sdpa`` kernel pads to each other and attends in one call.
+
+    A forward mixes one-token decode rows with prefills of hundreds of tokens; padding them all to
+    the longest chunk and the longest past would multiply the attention work by the prefill's
+    length (``batch.build_packed`` groups them so it never does).
+    """
+
+    tokens: torch.Tensor  # [T_g] int64, packed index of each of the group's new tokens
+    page_table: torch.Tensor  # [rows_g, pages_g] int64
+    query_index: torch.Tensor  # [T_g] int64, position of each token in [rows_g * max_q]
+    mask: torch.Tensor  # [rows_g, 1, max_q, pages_g * page_size] bool
+    max_q: int
+
+
+@dataclass(frozen=True, slots=True)
 class PagedContext:
     """Per-forward metadata of a packed batch over the KV pages (built by ``batch.build_packed``)."""
 
     storage: KVStorage
     kernel: Kernel
     slots: torch.Tensor  # [T] int64, flat pool slot of each new token
-    # sdpa kernel: queries scattered into [rows * max_q] and a mask over the gathered pages
-    page_table: torch.Tensor  # [rows, max_pages] int64
-    query_index: torch.Tensor  # [T] int64
-    mask: torch.Tensor | None  # [rows, 1, max_q, max_pages * page_size] bool
+    # sdpa kernel: row groups, each padded on its own (queries and pages) with its own mask
+    groups: tuple[SdpaGroup, ...]
     # varlen kernel
     block_table: torch.Tensor | None  # [rows, max_pages] int32
     cu_seq_q: torch.Tensor | None  # [rows + 1] int32
@@ -119,25 +133,33 @@ class PagedContext:
         return self._sdpa(layer, packed_query, scaling).unsqueeze(0)
 
     def _sdpa(self, layer: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
-        rows = self.page_table.shape[0]
+        if len(self.groups) == 1:
+            return self._sdpa_group(layer, self.groups[0], query, scaling)
+        out = torch.empty_like(query)
+        for group in self.groups:
+            out[group.tokens] = self._sdpa_group(layer, group, query[group.tokens], scaling)
+        return out
+
+    def _sdpa_group(self, layer: int, group: SdpaGroup, query: torch.Tensor, scaling: float) -> torch.Tensor:
+        rows, max_q = group.page_table.shape[0], group.max_q
         heads, head_dim = query.shape[1], query.shape[2]
-        padded = query.new_zeros(rows * self.max_q, heads, head_dim)
-        padded[self.query_index] = query
-        keys, values = self.storage.gather(layer, self.page_table)  # [rows, kv_heads, L, D]
+        padded = query.new_zeros(rows * max_q, heads, head_dim)
+        padded[group.query_index] = query
+        keys, values = self.storage.gather(layer, group.page_table)  # [rows, kv_heads, L, D]
         kv_heads = keys.shape[1]
         groups = heads // kv_heads
         # Grouped-query attention without copying K/V: the ``groups`` query heads that share a KV
         # head become ``groups * max_q`` query rows of that head (query head h reads KV head
         # h // groups), and the mask repeats along them. Masked SDPA kernels take no enable_gqa.
         grouped = (
-            padded.view(rows, self.max_q, kv_heads, groups, head_dim)
+            padded.view(rows, max_q, kv_heads, groups, head_dim)
             .permute(0, 2, 3, 1, 4)
-            .reshape(rows, kv_heads, groups * self.max_q, head_dim)
+            .reshape(rows, kv_heads, groups * max_q, head_dim)
         )
-        mask = self.mask.repeat(1, 1, groups, 1) if self.mask is not None and groups > 1 else self.mask
+        mask = group.mask.repeat(1, 1, groups, 1) if groups > 1 else group.mask
         out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scaling)
-        out = out.view(rows, kv_heads, groups, self.max_q, head_dim).permute(0, 3, 1, 2, 4)
-        return out.reshape(rows * self.max_q, heads, head_dim)[self.query_index]
+        out = out.view(rows, kv_heads, groups, max_q, head_dim).permute(0, 3, 1, 2, 4)
+        return out.reshape(rows * max_q, heads, head_dim)[group.query_index]
 
     def _varlen(self, layer: int, query: torch.Tensor, scaling: float) -> torch.Tensor:
         from torch.nn.attention.varlen import varlen_attn

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workers.engine.attention import Kernel, KVStorage, PagedContext
+from workers.engine.attention import Kernel, KVStorage, PagedContext, SdpaGroup
 from workers.engine.jobs import StepPlan
 
 
@@ -103,24 +103,18 @@ def build_packed(
     cu_seq_k: torch.Tensor | None = None
     block_table: torch.Tensor | None = None
     seqused_k: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
     if kernel == "varlen":
         zero = torch.zeros(1, dtype=torch.int64)
         cu_seq_q = to_device(torch.cat([zero, torch.cumsum(index.lengths, 0)]).to(torch.int32), device)
         cu_seq_k = to_device(torch.cat([zero, torch.cumsum(seq_k, 0)]).to(torch.int32), device)
         block_table = to_device(table.to(torch.int32), device)
         seqused_k = to_device(seq_k.to(torch.int32), device)
-    else:
-        key_positions = torch.arange(table.shape[1] * page_size)
-        query_positions = index.starts[:, None] + torch.arange(max_q)[None, :]
-        mask = to_device((key_positions[None, None, :] <= query_positions[:, :, None]).unsqueeze(1), device)
+    groups = () if kernel == "varlen" else sdpa_groups(plan, index, page_size=page_size, device=device)
     context = PagedContext(
         storage=storage,
         kernel=kernel,
         slots=to_device(slots, device),
-        page_table=to_device(table, device),
-        query_index=to_device(index.row_of_token * max_q + index.offset_in_row, device),
-        mask=mask,
+        groups=groups,
         block_table=block_table,
         cu_seq_q=cu_seq_q,
         cu_seq_k=cu_seq_k,
@@ -134,6 +128,46 @@ def build_packed(
         context=context,
         index=index,
     )
+
+
+SHORT_ROW_TOKENS = 16
+"""Rows of at most this many new tokens (streamed chunks) share one padded SDPA call; each longer
+row (a prefill, a rebuild) gets its own, so no chunk is padded to a prefill's length."""
+
+
+def sdpa_groups(plan: StepPlan, index: RowIndex, *, page_size: int, device: torch.device) -> tuple[SdpaGroup, ...]:
+    """The ``sdpa`` kernel's row groups (``attention.SdpaGroup``): the short rows together, each long
+    row alone; each group padded only to its own longest chunk and past."""
+    lengths = index.lengths.tolist()
+    short = [i for i, n in enumerate(lengths) if n <= SHORT_ROW_TOKENS]
+    members = ([short] if short else []) + [[i] for i, n in enumerate(lengths) if n > SHORT_ROW_TOKENS]
+    first_token = torch.cumsum(index.lengths, 0) - index.lengths
+    groups = []
+    for rows in members:
+        selected = torch.tensor(rows, dtype=torch.int64)
+        group_lengths = index.lengths[selected]
+        max_q = int(group_lengths.max())
+        width = max(len(plan.rows[i].pages) for i in rows)
+        table = torch.tensor(
+            [list(plan.rows[i].pages) + [0] * (width - len(plan.rows[i].pages)) for i in rows], dtype=torch.int64
+        )
+        local_row = torch.repeat_interleave(torch.arange(len(rows)), group_lengths)
+        tokens = first_token[selected][local_row] + (
+            torch.arange(int(group_lengths.sum())) - (torch.cumsum(group_lengths, 0) - group_lengths)[local_row]
+        )
+        key_positions = torch.arange(width * page_size)
+        query_positions = index.starts[selected][:, None] + torch.arange(max_q)[None, :]
+        mask = (key_positions[None, None, :] <= query_positions[:, :, None]).unsqueeze(1)
+        groups.append(
+            SdpaGroup(
+                tokens=to_device(tokens, device),
+                page_table=to_device(table, device),
+                query_index=to_device(local_row * max_q + index.offset_in_row[tokens], device),
+                mask=to_device(mask, device),
+                max_q=max_q,
+            )
+        )
+    return tuple(groups)
 
 
 @dataclass(frozen=True, slots=True)

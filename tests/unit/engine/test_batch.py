@@ -35,9 +35,23 @@ def test_slots_positions_and_outputs() -> None:
     # position p of a row lives in slot pages[p // 4] * 4 + p % 4
     assert batch.context.slots.tolist() == [12, 13, 14, 15, 0, 19, 40, 10, 29, 30, 31, 32, 33, 34, 35, 36, 37]
     assert batch.index.output_token.tolist() == [3, 4, 5, 6, 7, 15, 16]
-    mask = batch.context.mask
-    assert mask is not None and mask.shape == (4, 1, 9, 20)
-    assert mask[1, 0, 0].tolist() == [True] * 8 + [False] * 12  # row 1's first new token sits at 7
+    (group,) = batch.context.groups  # every row is a short chunk: one padded SDPA call
+    assert group.mask.shape == (4, 1, 9, 20) and group.tokens.tolist() == list(range(17))
+    assert group.mask[1, 0, 0].tolist() == [True] * 8 + [False] * 12  # row 1's first new token sits at 7
+
+
+def test_a_long_row_is_not_padded_together_with_short_ones() -> None:
+    storage = KVStorage.allocate(1, 40, 4, 1, 2, device=CPU, dtype=torch.float32)
+    rows = [(3, 1, (1,)), (0, 40, tuple(range(2, 12))), (5, 2, (12, 13))]  # (past, new, pages)
+    plan = StepPlan(
+        tuple(
+            StepRow(f"r{i}", past, list(range(new)), Head.RESPONSE, 1, pages)
+            for i, (past, new, pages) in enumerate(rows)
+        )
+    )
+    short, long = build_packed(plan, storage, page_size=4, kernel="sdpa", device=CPU).context.groups
+    assert short.max_q == 2 and short.page_table.shape == (2, 2) and short.tokens.tolist() == [0, 41, 42]
+    assert long.max_q == 40 and long.page_table.shape == (1, 10) and long.tokens.tolist() == list(range(1, 41))
 
 
 def test_varlen_metadata_follows_the_kernel_contract() -> None:
