@@ -84,6 +84,12 @@ def register(subparsers: _Subparsers) -> None:
     )
     pipeline.add_argument("--policy", choices=("strict", "loose"), default="loose", help="--guard default: policy")
     pipeline.add_argument(
+        "--words-per-second",
+        type=float,
+        default=5.0,
+        help="--guard default: streaming speed of each conversation (rate / this = conversations at once)",
+    )
+    pipeline.add_argument(
         "--max-prompt-words", type=int, default=300, help="--guard default: longest prompt (log-uniform lengths)"
     )
     pipeline.add_argument(
@@ -204,7 +210,7 @@ def _bench_shipped(args: argparse.Namespace, console: Console) -> int:
         settings[key] = value
     load = ShippedLoad(
         rates=tuple(float(r) for r in args.rates.split(",")),
-        conversations=args.conversations,
+        words_per_s=args.words_per_second,
         duration_s=args.duration,
         warmup_s=args.warmup,
         unsafe_share=args.unsafe_share,

@@ -57,8 +57,9 @@ class ShippedLoad:
 
     rates: tuple[float, ...]
     """Offered chunks per second, over all conversations."""
-    conversations: int
-    """Conversations streaming at once (a finished one is replaced by a new one)."""
+    words_per_s: float
+    """How fast each conversation streams (one word per chunk); rate / words_per_s conversations
+    stream at once, a finished one replaced by a new one."""
     duration_s: float
     warmup_s: float
     unsafe_share: float
@@ -74,6 +75,8 @@ class ShippedResult:
     offered_rate: float
     model_id: str
     worker_start_s: float
+    conversations: int
+    ramp_s: float
     chunks_published: int
     chunks_answered: int
     published_per_s: float
@@ -202,8 +205,13 @@ async def _drive(bootstrap: str, prefix: str, load: ShippedLoad, rate: float) ->
     rng = random.Random(load.seed)
     async with GuardClient(bootstrap, topic_prefix=prefix) as client:
         start = time.perf_counter()
-        stop_at = start + load.warmup_s + load.duration_s
-        words_per_s = rate / load.conversations
+        slots = max(1, round(rate / load.words_per_s))
+        words_per_s = rate / slots
+        # Starting every slot at once would put the prompts of a whole answer's duration into the
+        # first seconds; slots start spread over the mean answer's duration instead (with the first
+        # answers cut short at random, prompts then arrive at the steady rate from the start).
+        ramp_s = traffic.mean_chunks() / words_per_s
+        stop_at = start + ramp_s + load.warmup_s + load.duration_s
         await asyncio.gather(
             *(
                 _session(
@@ -215,9 +223,9 @@ async def _drive(bootstrap: str, prefix: str, load: ShippedLoad, rate: float) ->
                     policy=load.policy,
                     stop_at=stop_at,
                     rng=random.Random(rng.random()),
-                    ramp_s=load.warmup_s * 0.8,
+                    ramp_s=ramp_s,
                 )
-                for slot in range(load.conversations)
+                for slot in range(slots)
             )
         )
         await _drain(recorder, within_s=10.0)
@@ -229,7 +237,13 @@ async def _drive(bootstrap: str, prefix: str, load: ShippedLoad, rate: float) ->
     consumer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consumer
-    timing = {"start": start, "measure_from": start + load.warmup_s, "stop": stop_at}
+    timing = {
+        "start": start,
+        "measure_from": start + ramp_s + load.warmup_s,
+        "stop": stop_at,
+        "conversations": float(slots),
+        "ramp_s": ramp_s,
+    }
     return recorder, timing
 
 
@@ -278,6 +292,8 @@ def summarise(
         offered_rate=rate,
         model_id=model_id,
         worker_start_s=start_s,
+        conversations=int(timing.get("conversations", 0)),
+        ramp_s=timing.get("ramp_s", 0.0),
         chunks_published=len(chunks),
         chunks_answered=len(answered),
         published_per_s=len(chunks) / (stop - begin),
@@ -366,11 +382,12 @@ def capacity(results: list[ShippedResult]) -> float | None:
 
 def report(results: list[ShippedResult], load: ShippedLoad, console: Console, out: Path | None) -> None:
     model = results[0].model_id if results else "?"
-    table = Table(title=f"{model}: {load.conversations} conversations, one word per chunk")
+    table = Table(title=f"{model}: conversations at {load.words_per_s:g} words/s, one word per chunk")
     table.add_column("offered chunks/s")
     for r in results:
         table.add_column(f"{r.offered_rate:.0f}", justify="right")
     rows: tuple[tuple[str, Callable[[ShippedResult], str]], ...] = (
+        ("conversations at once", lambda r: str(r.conversations)),
         ("published chunks/s", lambda r: f"{r.published_per_s:.0f}"),
         ("chunks answered", lambda r: f"{r.chunks_answered}/{r.chunks_published}"),
         ("chunk p50 / p99 ms", lambda r: f"{_ms(r.p50_ms)} / {_ms(r.p99_ms)}"),
@@ -423,7 +440,8 @@ def _plot(results: list[ShippedResult], load: ShippedLoad, path: Path) -> None:
     by_rate.legend(fontsize="small")
     for r in results:
         _plot_timeline(over_time, r)
-    over_time.axvspan(0, load.warmup_s, color="grey", alpha=0.15, label="warm-up (not in the statistics)")
+    ramp = max((r.ramp_s for r in results), default=0.0)
+    over_time.axvspan(0, ramp + load.warmup_s, color="grey", alpha=0.15, label="ramp and warm-up (not counted)")
     over_time.set_yscale("log")
     over_time.set_xlabel("seconds since the load started")
     over_time.set_ylabel("chunk latency, p50 per 1 s (ms)")

@@ -79,6 +79,11 @@ class TrafficSource:
             return question
         return f"Here is some context:\n\n{self._context(total - low)}\n\n{question}"
 
+    def mean_chunks(self, sample: int = 500) -> float:
+        """Mean chunks per answer, from a separately seeded sample (this source's draws unchanged)."""
+        probe = TrafficSource(0, unsafe_share=self._unsafe_share, max_prompt_words=self._max_prompt_words)
+        return sum(len(next(probe).chunks) for _ in range(sample)) / sample
+
     def __iter__(self) -> Iterator[Turn]:
         return self
 
