@@ -102,16 +102,18 @@ class ShippedResult:
 
 
 class Steadiness:
-    """Whether a run's verdict lag stayed flat: the chunks sent in the last quarter of the measured
-    window were answered no slower (p50) than ``factor`` x those of the first quarter plus
-    ``slack_ms``. A worker that cannot keep up builds a queue, so its late chunks wait longer."""
+    """Whether a run kept up: the chunks sent in the last quarter of the measured window were
+    answered no slower (p50) than ``factor`` x those of the first quarter plus ``slack_ms`` (a
+    worker that cannot keep up builds a queue, so its late chunks wait longer), and within
+    ``ceiling_ms`` (a backlog of seconds that is only draining is not keeping up either)."""
 
     factor = 1.5
     slack_ms = 20.0
+    ceiling_ms = 1000.0
 
     @classmethod
     def flat(cls, early_p50_ms: float, late_p50_ms: float) -> bool:
-        return late_p50_ms <= cls.factor * early_p50_ms + cls.slack_ms
+        return late_p50_ms <= min(cls.factor * early_p50_ms + cls.slack_ms, cls.ceiling_ms)
 
 
 class _Recorder:

@@ -68,3 +68,8 @@ def test_a_growing_lag_or_a_missing_verdict_is_not_sustained() -> None:
     kept = summarise(_recorder(0.0), TIMING, 300.0, "m", 4.0)
     assert capacity([kept, growing, missing]) == 300.0
     assert capacity([growing]) is None
+
+
+def test_a_draining_backlog_of_seconds_is_not_keeping_up() -> None:
+    assert Steadiness.flat(40.0, 50.0)
+    assert not Steadiness.flat(5000.0, 3000.0)  # shrinking, but still seconds behind
