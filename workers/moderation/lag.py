@@ -21,6 +21,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+CHECK_S = 0.5
+"""How often, at most, the window's p90 is compared with ``warn_s``."""
+
 
 class LagMonitor:
     """Sliding window of verdict lags; warns while the worker falls behind."""
@@ -31,6 +34,7 @@ class LagMonitor:
         self._clock = clock
         self._lags: collections.deque[tuple[float, float]] = collections.deque()
         self._warned_at: float | None = None
+        self._checked_at: float | None = None
         self.warnings = 0
 
     def observe(self, lag_s: float) -> None:
@@ -40,6 +44,11 @@ class LagMonitor:
             self._lags.popleft()
         if self._warned_at is not None and now - self._warned_at < self.window_s:
             return
+        # Every verdict is observed, on the event loop: the window's percentile is computed at most
+        # once per CHECK_S, not per verdict.
+        if self._checked_at is not None and now - self._checked_at < CHECK_S:
+            return
+        self._checked_at = now
         p90 = self.recent(90)
         if p90 is not None and p90 > self.warn_s:
             self._warned_at = now

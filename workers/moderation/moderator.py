@@ -177,7 +177,7 @@ class Moderator:
             await self._reject(work, "processing_error", f"{type(exc).__name__}: {exc}")
             return Outcome.DONE
 
-    def _guard_failed(self, work: Work, exc: Exception) -> Exception:
+    def _log_guard_failure(self, work: Work, exc: Exception) -> None:
         """Log a guard failure on ``work``; the caller publishes its explicit outcome."""
         logger.error(
             "the guard failed on %s[%s]@%s (%s: %s); publishing status guard_error with action %s",
@@ -189,7 +189,6 @@ class Moderator:
             self._cfg.on_error.value,
             exc_info=exc,
         )
-        return exc
 
     async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
         if outcome is Outcome.WAIT_PROMPT:
@@ -236,15 +235,21 @@ class Moderator:
             status=VerdictStatus.CONTEXT_LOST,
         )
         await self._publish_verdict(verdict, work)
-        if action is Action.CUTOFF:
-            reason = (
-                f"no context to judge this message in ({why}): its prompt never reached the guard, or the "
-                "conversation's state was lost"
-            )
-            await self._publish_control(
-                self._control(event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, policy, reason=reason)
-            )
+        await self._cut_off_without_context(
+            event,
+            f"no context to judge this message in ({why}): its prompt never reached the guard, or the "
+            "conversation's state was lost",
+        )
         await work.ack()
+
+    async def _cut_off_without_context(self, event: TokenChunkEvent, reason: str) -> None:
+        """The message's cut-off for lost context, when ``guard.on_state_loss`` says cutoff."""
+        if self._cfg.on_state_loss is Action.CUTOFF:
+            await self._publish_control(
+                self._control(
+                    event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, self._cfg.default_policy, reason=reason
+                )
+            )
 
     # -- prompts ----------------------------------------------------------------------------------
 
@@ -276,7 +281,8 @@ class Moderator:
         except StoreUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
-            failure: Exception | None = self._guard_failed(work, exc)
+            self._log_guard_failure(work, exc)
+            failure: Exception | None = exc
             self._backend.release(key)
             risk, action, category, probs, tier = Risk.UNSAFE, self._cfg.on_error, None, None, self._backend.info.tier
         else:
@@ -373,7 +379,8 @@ class Moderator:
             except StoreUnavailable:
                 raise  # the history came from the store: a transport fault, retried (handle)
             except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
-                failure = self._guard_failed(work, exc)
+                self._log_guard_failure(work, exc)
+                failure = exc
                 self._backend.release(key)  # whatever it cached for this message is suspect
             else:
                 risk_probs = scores.risk[len(prefix) :]
@@ -522,12 +529,9 @@ class Moderator:
             event.seq,
             self._cfg.on_state_loss.value,
         )
-        if self._cfg.on_state_loss is Action.CUTOFF:
-            reason = "the conversation's state was lost (the state store restarted empty, or evicted or expired it)"
-            policy = self._cfg.default_policy
-            await self._publish_control(
-                self._control(event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, policy, reason=reason)
-            )
+        await self._cut_off_without_context(
+            event, "the conversation's state was lost (the state store restarted empty, or evicted or expired it)"
+        )
         await work.ack()
 
     async def _publish_verdict(self, verdict: VerdictEvent, work: Work) -> None:
