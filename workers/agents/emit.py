@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from topics import codec
@@ -25,5 +27,14 @@ class KafkaSink:
         }
 
     async def publish(self, effect: Effect) -> None:
-        key = effect.conversation_id.encode() if effect.conversation_id else None
-        await self._app.producer.send_and_wait(self._names[type(effect)], key, codec.encode(effect), None, None, None)
+        await self.publish_many((effect,))
+
+    async def publish_many(self, effects: Sequence[Effect]) -> None:
+        # Each send is queued before the next (so a conversation's records keep their order on a
+        # partition); the acknowledgements are awaited together.
+        acks = []
+        for effect in effects:
+            key = effect.conversation_id.encode() if effect.conversation_id else None
+            value = codec.encode(effect)
+            acks.append(await self._app.producer.send(self._names[type(effect)], key, value, None, None, None))
+        await asyncio.gather(*acks)

@@ -1,8 +1,15 @@
 """Conversation lanes: events of one conversation in order, different conversations concurrently.
 
 The router gives every conversation with work a lane (an asyncio task) that hands its events to the
-handler one at a time, so a conversation's prompt and chunks are applied in ``seq`` order while
-thousands of other conversations proceed in parallel (their chunks meet in the engine's batches).
+handler in order, so a conversation's prompt and chunks are applied in ``seq`` order while thousands
+of other conversations proceed in parallel (their chunks meet in the engine's batches).
+
+A lane hands over a *run*: the next event and, when it is a chunk, the consecutive chunks of the
+same message queued behind it (``seq`` + 1, + 2, ..., up to ``max_run``, ending at a final chunk).
+A conversation streaming faster than one handler round trip (score, publish, commit) therefore
+catches up in one step instead of falling further behind: the run is scored as one engine row,
+committed in one store call and published in one batch, while every chunk keeps its own verdict.
+Unloaded, runs are single events.
 
 A handler may *park* an event it cannot apply yet: a chunk that arrived before its prompt, or ahead
 of a missing ``seq``. Parked events are retried after every event the lane applies, and are handed
@@ -18,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -57,8 +64,10 @@ class Outcome(Enum):
 
 
 class Handler(Protocol):
-    async def handle(self, work: Work) -> Outcome:
-        """Process ``work``; on DONE/APPLIED it has published its effects and acked the record."""
+    async def handle(self, run: Sequence[Work]) -> list[Outcome]:
+        """Process a prefix of ``run`` (at least its first event) and return one outcome per event
+        processed; the rest go back to the lane, in order. On DONE/APPLIED an event's effects are
+        published and its record acked; WAIT_* events are parked by the lane."""
         ...
 
     async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
@@ -76,8 +85,12 @@ class ConversationRouter:
         prompt_wait_s: float,
         reorder_window: int,
         reorder_wait_s: float,
+        max_run: int = 64,
     ) -> None:
+        if max_run < 1:
+            raise ValueError(f"max_run must be at least 1, got {max_run}")
         self._handler = handler
+        self._max_run = max_run
         self._slots = asyncio.Semaphore(max_in_flight)
         self._lanes: dict[str, _Lane] = {}
         self._waits = {Outcome.WAIT_PROMPT: prompt_wait_s, Outcome.WAIT_SEQ: reorder_wait_s}
@@ -141,7 +154,7 @@ class _Lane:
         try:
             while True:
                 if self._inbox:
-                    await self._process(self._inbox.popleft())
+                    await self._process(self._take_run())
                     continue
                 if not self._parked:
                     # No await between the emptiness check and removal: submit() cannot slip in.
@@ -156,13 +169,27 @@ class _Lane:
             logger.exception("lane %s crashed; its pending records will be redelivered", self.key)
             self._router._finished(self)
 
-    async def _process(self, work: Work) -> None:
-        outcome = await self._router._handler.handle(work)
-        if outcome in (Outcome.WAIT_PROMPT, Outcome.WAIT_SEQ):
-            await self._park(work, outcome)
-            return
-        self._router._slots.release()
-        if outcome is Outcome.APPLIED and self._parked:
+    def _take_run(self) -> list[Work]:
+        """The inbox's first event and the chunks that directly follow it in ``seq``."""
+        run = [self._inbox.popleft()]
+        while self._inbox and len(run) < self._router._max_run and _continues(run[-1].event, self._inbox[0].event):
+            run.append(self._inbox.popleft())
+        return run
+
+    async def _process(self, run: list[Work]) -> None:
+        outcomes = await self._router._handler.handle(run)
+        if not 1 <= len(outcomes) <= len(run):
+            raise RuntimeError(f"handler returned {len(outcomes)} outcomes for a run of {len(run)}")
+        # What the handler left goes back to the front, ahead of anything queued since.
+        self._inbox.extendleft(reversed(run[len(outcomes) :]))
+        applied = False
+        for work, outcome in zip(run, outcomes, strict=False):
+            if outcome in (Outcome.WAIT_PROMPT, Outcome.WAIT_SEQ):
+                await self._park(work, outcome)
+                continue
+            self._router._slots.release()
+            applied = applied or outcome is Outcome.APPLIED
+        if applied and self._parked:
             retry = sorted(self._parked, key=lambda p: p[0].order())
             self._parked.clear()
             self._inbox.extendleft(reversed([w for w, _ in retry]))
@@ -197,3 +224,14 @@ class _Lane:
             await self._router._handler.expire(work, outcome, why)
         finally:
             self._router._slots.release()
+
+
+def _continues(last: PromptEvent | TokenChunkEvent, nxt: PromptEvent | TokenChunkEvent) -> bool:
+    """Whether ``nxt`` is the chunk right after ``last`` in the same message."""
+    return (
+        isinstance(last, TokenChunkEvent)
+        and isinstance(nxt, TokenChunkEvent)
+        and not last.final
+        and nxt.message_id == last.message_id
+        and nxt.seq == last.seq + 1
+    )

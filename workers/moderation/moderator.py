@@ -49,7 +49,7 @@ from workers.moderation import ids
 from workers.moderation.delivery import Delivery, dead_letter
 from workers.moderation.lag import LagMonitor
 from workers.moderation.lanes import Outcome, Work
-from workers.moderation.sink import EffectSink
+from workers.moderation.sink import Effect, EffectSink
 from workers.state.base import ApplyStatus, ChunkUpdate, ConversationStore, StoreUnavailable, TurnState
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class ModeratorConfig:
 
 
 class Moderator:
-    """Implements the lanes' ``Handler``: one event at a time per conversation."""
+    """Implements the lanes' ``Handler``: a conversation's events in order, a run of chunks at once."""
 
     def __init__(
         self,
@@ -139,43 +139,47 @@ class Moderator:
 
     # -- Handler protocol -------------------------------------------------------------------------
 
-    async def handle(self, work: Work) -> Outcome:
-        """Apply ``work``; while the state store is unreachable, keep it, wait and try again.
+    async def handle(self, run: Sequence[Work]) -> list[Outcome]:
+        """Apply ``run`` (a prompt, or consecutive chunks of one message), or a prefix of it; while
+        the state store is unreachable, keep it, wait and try again.
 
-        The event is neither acknowledged nor dead-lettered meanwhile: its lane (and with the
-        in-flight bound, the consumer) waits, so no offset past it is committed. A retry may
-        publish the same verdict again, under the same id, which consumers drop.
+        The events are neither acknowledged nor dead-lettered meanwhile: their lane (and with the
+        in-flight bound, the consumer) waits, so no offset past them is committed. A retry may
+        publish the same verdicts again, under the same ids, which consumers drop.
         """
         delay = STORE_RETRY_FIRST_S
         while True:
             try:
-                outcome = await self._handle_once(work)
+                outcomes = await self._handle_once(run)
             except StoreUnavailable as exc:
-                self._states.pop(work.conversation_id, None)
+                self._states.pop(run[0].conversation_id, None)
                 self.store_outage.failed(exc)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, STORE_RETRY_CAP_S)
                 continue
             self.store_outage.recovered()
-            return outcome
+            return outcomes
 
-    async def _handle_once(self, work: Work) -> Outcome:
+    async def _handle_once(self, run: Sequence[Work]) -> list[Outcome]:
+        work = run[0]
         try:
             if isinstance(work.event, PromptEvent):
-                return await self._prompt(work, work.event)
-            return await self._chunk(work, work.event)
+                return [await self._prompt(work, work.event)]
+            return await self._chunks(run)
         except StoreUnavailable:
             raise
         except Exception as exc:  # one bad event must not stop the worker
             logger.exception(
-                "failed to moderate %s[%s]@%s",
+                "failed to moderate %s[%s]@%s (%d records)",
                 work.delivery.topic,
                 work.delivery.partition,
                 work.delivery.offset,
+                len(run),
             )
             self._states.pop(work.conversation_id, None)
-            await self._reject(work, "processing_error", f"{type(exc).__name__}: {exc}")
-            return Outcome.DONE
+            for each in run:
+                await self._reject(each, "processing_error", f"{type(exc).__name__}: {exc}")
+            return [Outcome.DONE] * len(run)
 
     def _log_guard_failure(self, work: Work, exc: Exception) -> None:
         """Log a guard failure on ``work``; the caller publishes its explicit outcome."""
@@ -234,7 +238,7 @@ class Moderator:
             policy=policy,
             status=VerdictStatus.CONTEXT_LOST,
         )
-        await self._publish_verdict(verdict, work)
+        await self._publish_all([(verdict, work)])
         await self._cut_off_without_context(
             event,
             f"no context to judge this message in ({why}): its prompt never reached the guard, or the "
@@ -245,11 +249,10 @@ class Moderator:
     async def _cut_off_without_context(self, event: TokenChunkEvent, reason: str) -> None:
         """The message's cut-off for lost context, when ``guard.on_state_loss`` says cutoff."""
         if self._cfg.on_state_loss is Action.CUTOFF:
-            await self._publish_control(
-                self._control(
-                    event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, self._cfg.default_policy, reason=reason
-                )
+            control = self._control(
+                event, Stage.RESPONSE, event.seq, None, Risk.UNSAFE, None, self._cfg.default_policy, reason=reason
             )
+            await self._publish_all([(control, None)])
 
     # -- prompts ----------------------------------------------------------------------------------
 
@@ -304,15 +307,15 @@ class Moderator:
             policy=policy,
             status=VerdictStatus.GUARD_ERROR if failure else VerdictStatus.MODERATED,
         )
-        await self._publish_verdict(verdict, work)
+        effects: list[tuple[Effect, Work | None]] = [(verdict, work)]
         cutoff = ""
         if action is Action.CUTOFF:
             reason = _failure_reason(failure) if failure else None
-            await self._publish_control(
-                self._control(event, Stage.PROMPT, None, None, risk, category, policy, reason=reason)
-            )
+            control = self._control(event, Stage.PROMPT, None, None, risk, category, policy, reason=reason)
+            effects.append((control, None))
             cutoff = json.dumps({"stage": "prompt", "risk": risk.value, "category": category})
             self._backend.release(key)
+        await self._publish_all(effects)
 
         new = TurnState(
             conversation_id=event.conversation_id,
@@ -326,154 +329,202 @@ class Moderator:
             prompt_action=action.value,
         )
         status = await self._store.open_turn(new, prompt_ids)
-        return await self._committed(work, status, new)
+        (outcome,) = await self._committed([work], status, new)
+        return outcome
 
     # -- chunks -----------------------------------------------------------------------------------
 
-    async def _chunk(self, work: Work, event: TokenChunkEvent) -> Outcome:
-        state = await self._state(event.conversation_id)
-        if state is None or state.message_id != event.message_id:
-            # The prompt may still be on its way (prompts and tokens are separate topics).
-            return Outcome.WAIT_PROMPT
-        if event.seq < state.next_seq:
-            await self._reject(work, "duplicate_seq", f"seq {event.seq} was already applied")
-            return Outcome.DONE
-        if event.seq > state.next_seq:
-            return Outcome.WAIT_SEQ
+    async def _chunks(self, run: Sequence[Work]) -> list[Outcome]:
+        """Apply a run of consecutive chunks of one message (the lane's contract), or its first chunk
+        alone when that one cannot start a live run."""
+        work = run[0]
+        first = work.event
+        assert isinstance(first, TokenChunkEvent)
+        state = await self._state(first.conversation_id)
+        if state is None or state.message_id != first.message_id:
+            # The prompt may still be on its way (prompts and tokens are separate topics); the rest
+            # of the run belongs to the same message and waits with it.
+            return [Outcome.WAIT_PROMPT] * len(run)
+        if first.seq < state.next_seq:
+            await self._reject(work, "duplicate_seq", f"seq {first.seq} was already applied")
+            return [Outcome.DONE]
+        if first.seq > state.next_seq:
+            return [Outcome.WAIT_SEQ] * len(run)
         if state.cutoff or state.final:
-            return await self._after_end(work, event, state)
+            return [await self._after_end(work, first, state)]
+        return await self._score_run(run, state)
 
+    async def _score_run(self, run: Sequence[Work], state: TurnState) -> list[Outcome]:
+        """Judge chunks ``state.next_seq``, ``+ 1``, ... as one engine request and one store commit.
+
+        Every chunk gets its own verdict, decided chunk by chunk with the debounce carried between
+        them, exactly as if they had arrived one at a time; a chunk after one that cut the message
+        off gets an ``after_cutoff`` verdict and adds nothing to the log, as it would have later.
+        """
+        event0 = run[0].event
+        assert isinstance(event0, TokenChunkEvent)
         fmt = self._backend.chat_format
         tokenizer = IncrementalTokenizer.from_state(fmt, state.tokenizer_state)
-        if event.text is not None:
-            content = tokenizer.feed(event.text)
-        else:
-            # Token ids after text deltas: flush the held-back text first so nothing is lost.
-            content = tokenizer.finish() + list(event.token_ids or ())
-        if event.final:
-            content += tokenizer.finish()
-        judged = content + (list(fmt.response_suffix) if event.final else [])
-        # The scaffold goes into the log with the first judged tokens, so the engine's cache and the
-        # log never disagree about it.
-        opening = judged and state.log_len == state.prompt_len
-        prefix = list(fmt.response_prefix) if opening else []
-        new_ids = prefix + judged
+        pieces: list[_Piece] = []
+        log_len = state.log_len
+        for work in run:
+            event = work.event
+            assert isinstance(event, TokenChunkEvent)
+            if event.text is not None:
+                content = tokenizer.feed(event.text)
+            else:
+                # Token ids after text deltas: flush the held-back text first so nothing is lost.
+                content = tokenizer.finish() + list(event.token_ids or ())
+            if event.final:
+                content += tokenizer.finish()
+            judged = content + (list(fmt.response_suffix) if event.final else [])
+            # The scaffold goes into the log with the first judged tokens, so the engine's cache and
+            # the log never disagree about it.
+            prefix = list(fmt.response_prefix) if judged and log_len == state.prompt_len else []
+            pieces.append(_Piece(event, work, len(prefix), prefix + judged, tokenizer.state_json()))
+            log_len += len(prefix) + len(judged)
 
         policy = Policy(state.policy)
         carry = DebounceCarry.from_dict(json.loads(state.carry)) if state.carry else DebounceCarry()
-        key = ids.turn_key(event.conversation_id, event.message_id)
-        start = state.response_tokens
-        risk_probs = np.zeros((0, 3), dtype=np.float32)
-        categories = np.zeros((0,), dtype=np.int64)
+        key = ids.turn_key(event0.conversation_id, event0.message_id)
+        all_ids = [t for piece in pieces for t in piece.ids]
+        risk_all = np.zeros((0, 3), dtype=np.float32)
+        categories_all = np.zeros((0,), dtype=np.int64)
         failure: Exception | None = None
-        if judged:
+        if all_ids:
             try:
                 scores = await self._backend.score_response(
                     ResponseRequest(
                         key=key,
                         offset=state.log_len,
-                        new_ids=new_ids,
-                        history=lambda: self._store.read_log(event.conversation_id, state.log_len),
+                        new_ids=all_ids,
+                        history=lambda: self._store.read_log(event0.conversation_id, state.log_len),
                     )
                 )
             except StoreUnavailable:
                 raise  # the history came from the store: a transport fault, retried (handle)
             except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
-                self._log_guard_failure(work, exc)
+                self._log_guard_failure(run[0], exc)
                 failure = exc
                 self._backend.release(key)  # whatever it cached for this message is suspect
             else:
-                risk_probs = scores.risk[len(prefix) :]
-                categories = scores.category[len(prefix) :]
-        if failure is None:
-            carry, decision = decide_chunk(carry, risk_probs, categories, start=start, policy=policy)
-            names = self._backend.info.response_categories
-            category = names[decision.category] if decision.category is not None else None
-            risk, action, probs, trigger = decision.risk, decision.action, decision.probs, decision.trigger_index
-        else:
-            # The tokens go into the log as usual (a later chunk is scored in their context, rebuilt
-            # from the log); the debounce skips them: they have no label to pair with the next token.
-            carry = replace(carry, next_index=start + len(judged), last=None)
-            risk, action, category, probs, trigger = Risk.UNSAFE, self._cfg.on_error, None, None, None
-        verdict = self._verdict(
-            event,
-            work.delivery,
-            stage=Stage.RESPONSE,
-            seq=event.seq,
-            span=(start, start + len(judged)),
-            risk=risk,
-            action=action,
-            category=category,
-            probs=probs,
-            tier=self._backend.info.tier,
-            policy=policy,
-            flagged=trigger,
-            status=VerdictStatus.GUARD_ERROR if failure else VerdictStatus.MODERATED,
-        )
-        await self._publish_verdict(verdict, work)
+                risk_all, categories_all = scores.risk, scores.category
+
+        effects: list[tuple[Effect, Work | None]] = []
+        names = self._backend.info.response_categories
+        start = state.response_tokens
+        offset = 0
+        logged: list[int] = []
         cutoff = ""
-        if action is Action.CUTOFF:
-            index = trigger if trigger is not None else start
-            reason = _failure_reason(failure) if failure else None
-            await self._publish_control(
-                self._control(event, Stage.RESPONSE, event.seq, index, risk, category, policy, reason=reason)
+        live = 0  # chunks judged (the rest of the run comes after a cut-off)
+        for piece in pieces:
+            event, n_judged = piece.event, len(piece.ids) - piece.prefix
+            if failure is None:
+                begin, end = offset + piece.prefix, offset + len(piece.ids)
+                carry, decision = decide_chunk(
+                    carry, risk_all[begin:end], categories_all[begin:end], start=start, policy=policy
+                )
+                category = names[decision.category] if decision.category is not None else None
+                risk, action, probs, trigger = decision.risk, decision.action, decision.probs, decision.trigger_index
+            else:
+                # The tokens go into the log as usual (a later chunk is scored in their context,
+                # rebuilt from the log); the debounce skips them: they have no label to pair with the
+                # next token.
+                carry = replace(carry, next_index=start + n_judged, last=None)
+                risk, action, category, probs, trigger = Risk.UNSAFE, self._cfg.on_error, None, None, None
+            offset += len(piece.ids)
+            verdict = self._verdict(
+                event,
+                piece.work.delivery,
+                stage=Stage.RESPONSE,
+                seq=event.seq,
+                span=(start, start + n_judged),
+                risk=risk,
+                action=action,
+                category=category,
+                probs=probs,
+                tier=self._backend.info.tier,
+                policy=policy,
+                flagged=trigger,
+                status=VerdictStatus.GUARD_ERROR if failure else VerdictStatus.MODERATED,
             )
-            cutoff = json.dumps({"seq": event.seq, "token_index": index, "risk": risk.value})
-        if cutoff or event.final:
+            effects.append((verdict, piece.work))
+            logged += piece.ids
+            start += n_judged
+            live += 1
+            if action is Action.CUTOFF:
+                index = trigger if trigger is not None else verdict.token_start
+                reason = _failure_reason(failure) if failure else None
+                control = self._control(event, Stage.RESPONSE, event.seq, index, risk, category, policy, reason=reason)
+                effects.append((control, None))
+                cutoff = json.dumps({"seq": event.seq, "token_index": index, "risk": risk.value})
+                break
+        effects.extend(
+            (self._after_cutoff_verdict(piece.event, piece.work, policy, cutoff, start), piece.work)
+            for piece in pieces[live:]
+        )
+        last = run[-1].event
+        assert isinstance(last, TokenChunkEvent)
+        if cutoff or last.final:
             self._backend.release(key)
+        await self._publish_all(effects)
 
         update = ChunkUpdate(
-            response_tokens=start + len(judged),
-            tokenizer_state=tokenizer.state_json(),
+            response_tokens=start,
+            tokenizer_state=pieces[live - 1].tokenizer_state,
             carry=json.dumps(carry.to_dict()),
             cutoff=cutoff,
-            final=event.final,
+            final=last.final,
         )
         status = await self._store.apply_chunk(
-            event.conversation_id,
-            event.message_id,
-            epoch=self._epoch(work.delivery.partition),
-            seq=event.seq,
-            new_ids=new_ids,
+            event0.conversation_id,
+            event0.message_id,
+            epoch=self._epoch(run[0].delivery.partition),
+            seq=event0.seq,
+            last_seq=last.seq,
+            new_ids=logged,
             update=update,
         )
         new = replace(
             state,
-            epoch=self._epoch(work.delivery.partition),
-            next_seq=event.seq + 1,
-            log_len=state.log_len + len(new_ids),
+            epoch=self._epoch(run[0].delivery.partition),
+            next_seq=last.seq + 1,
+            log_len=state.log_len + len(logged),
             response_tokens=update.response_tokens,
             tokenizer_state=update.tokenizer_state,
             carry=update.carry,
             cutoff=update.cutoff,
             final=update.final,
         )
-        return await self._committed(work, status, new)
+        return await self._committed(run, status, new)
 
-    async def _after_end(self, work: Work, event: TokenChunkEvent, state: TurnState) -> Outcome:
-        """A chunk after the message was cut off (or finished): acknowledged, not re-moderated."""
-        policy = Policy(state.policy)
-        if state.cutoff:
-            cut = json.loads(state.cutoff)
-            risk, action, status = Risk(cut["risk"]), Action.CUTOFF, VerdictStatus.AFTER_CUTOFF
-        else:
-            await self._reject(work, "after_final", f"seq {event.seq} arrived after the final chunk")
-            return Outcome.DONE
-        verdict = self._verdict(
+    def _after_cutoff_verdict(
+        self, event: TokenChunkEvent, work: Work, policy: Policy, cutoff: str, at: int
+    ) -> VerdictEvent:
+        """The verdict of a chunk that arrived after its message was cut off."""
+        cut = json.loads(cutoff)
+        return self._verdict(
             event,
             work.delivery,
             stage=Stage.RESPONSE,
             seq=event.seq,
-            span=(state.response_tokens, state.response_tokens),
-            risk=risk,
-            action=action,
+            span=(at, at),
+            risk=Risk(cut["risk"]),
+            action=Action.CUTOFF,
             category=cut.get("category"),
             probs=None,
             tier=self._backend.info.tier,
             policy=policy,
-            status=status,
+            status=VerdictStatus.AFTER_CUTOFF,
         )
-        await self._publish_verdict(verdict, work)
+
+    async def _after_end(self, work: Work, event: TokenChunkEvent, state: TurnState) -> Outcome:
+        """A chunk after the message was cut off (or finished): acknowledged, not re-moderated."""
+        if not state.cutoff:
+            await self._reject(work, "after_final", f"seq {event.seq} arrived after the final chunk")
+            return Outcome.DONE
+        verdict = self._after_cutoff_verdict(event, work, Policy(state.policy), state.cutoff, state.response_tokens)
+        await self._publish_all([(verdict, work)])
         update = ChunkUpdate(
             response_tokens=state.response_tokens,
             tokenizer_state=state.tokenizer_state,
@@ -490,36 +541,44 @@ class Moderator:
             update=update,
         )
         new = replace(state, next_seq=event.seq + 1, final=update.final, epoch=self._epoch(work.delivery.partition))
-        return await self._committed(work, result, new)
+        (outcome,) = await self._committed([work], result, new)
+        return outcome
 
     # -- shared -----------------------------------------------------------------------------------
 
-    async def _committed(self, work: Work, status: ApplyStatus, new: TurnState) -> Outcome:
+    async def _committed(self, run: Sequence[Work], status: ApplyStatus, new: TurnState) -> list[Outcome]:
+        """Acknowledge ``run`` (its effects are published) after the store answered its commit."""
+        work = run[0]
         if status is ApplyStatus.OK:
             self._remember(new)
-            await work.ack()
-            return Outcome.APPLIED
+            for each in run:
+                await each.ack()
+            return [Outcome.APPLIED] * len(run)
         # The store disagrees with our cached view (another owner, an expiry): trust the store.
         self._states.pop(work.conversation_id, None)
+        done = [Outcome.DONE] * len(run)
         if status is ApplyStatus.MISSING and isinstance(work.event, TokenChunkEvent):
             # The turn vanished from the store under us (Redis restarted empty, an eviction, an
-            # expiry): this chunk has its verdict, but the rest of the message has no context left.
-            await self._state_lost(work, work.event)
-            return Outcome.DONE
+            # expiry): these chunks have their verdicts, but the rest of the message has no context.
+            await self._state_lost(run, work.event)
+            return done
         if status is ApplyStatus.FENCED:
             logger.warning(
-                "conversation %s moved to a newer owner; leaving %s[%s]@%s to it",
+                "conversation %s moved to a newer owner; leaving %s[%s]@%s (%d records) to it",
                 work.conversation_id,
                 work.delivery.topic,
                 work.delivery.partition,
                 work.delivery.offset,
+                len(run),
             )
-            await work.ack()
-            return Outcome.DONE
-        await self._reject(work, f"state_{status.value}", f"state store refused the update: {status.value}")
-        return Outcome.DONE
+            for each in run:
+                await each.ack()
+            return done
+        for each in run:
+            await self._reject(each, f"state_{status.value}", f"state store refused the update: {status.value}")
+        return done
 
-    async def _state_lost(self, work: Work, event: TokenChunkEvent) -> None:
+    async def _state_lost(self, run: Sequence[Work], event: TokenChunkEvent) -> None:
         """The store lost this turn after ``event`` was judged: act on ``guard.on_state_loss`` now,
         rather than when the next chunk has waited for a prompt that will not come again."""
         logger.warning(
@@ -532,20 +591,25 @@ class Moderator:
         await self._cut_off_without_context(
             event, "the conversation's state was lost (the state store restarted empty, or evicted or expired it)"
         )
-        await work.ack()
+        for work in run:
+            await work.ack()
 
-    async def _publish_verdict(self, verdict: VerdictEvent, work: Work) -> None:
-        await self._sink.publish(verdict)
-        latency = time.perf_counter() - work.delivery.received
-        self._sensor.on_verdict(verdict.stage.value, verdict.risk.value, verdict.action.value, latency)
-        if work.delivery.produced is not None:
-            lag = max(0.0, time.time() - work.delivery.produced)
-            self._sensor.on_lag(verdict.stage.value, lag)
-            self.lag.observe(lag)
-
-    async def _publish_control(self, control: ControlEvent) -> None:
-        await self._sink.publish(control)
-        self._sensor.on_cutoff(control.stage.value)
+    async def _publish_all(self, effects: Sequence[tuple[Effect, Work | None]]) -> None:
+        """Publish ``effects`` in order (a verdict is paired with its event's work) and record the
+        verdicts' latency and lag once the broker has acknowledged them all."""
+        await self._sink.publish_many([effect for effect, _ in effects])
+        now, wall = time.perf_counter(), time.time()
+        for effect, work in effects:
+            if isinstance(effect, ControlEvent):
+                self._sensor.on_cutoff(effect.stage.value)
+            elif isinstance(effect, VerdictEvent) and work is not None:
+                self._sensor.on_verdict(
+                    effect.stage.value, effect.risk.value, effect.action.value, now - work.delivery.received
+                )
+                if work.delivery.produced is not None:
+                    lag = max(0.0, wall - work.delivery.produced)
+                    self._sensor.on_lag(effect.stage.value, lag)
+                    self.lag.observe(lag)
 
     async def _state(self, conversation_id: str) -> TurnState | None:
         state = self._states.get(conversation_id)
@@ -670,6 +734,18 @@ class Moderator:
             policy=policy.value,
             reason=reason or f"{stage.value} judged {risk.value} under the {policy.value} policy",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """One chunk of a run, tokenised: the ids it adds to the log (``prefix`` of them scaffold) and
+    the tokenizer's state after it."""
+
+    event: TokenChunkEvent
+    work: Work
+    prefix: int
+    ids: list[int]
+    tokenizer_state: str
 
 
 def _failure_reason(failure: Exception) -> str:

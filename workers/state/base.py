@@ -96,10 +96,13 @@ class ConversationStore(Protocol):
         seq: int,
         new_ids: Sequence[int],
         update: ChunkUpdate,
+        last_seq: int | None = None,
     ) -> ApplyStatus:
-        """Apply chunk ``seq`` if and only if it is the next one expected.
+        """Apply chunks ``seq..last_seq`` (just ``seq`` by default) if and only if ``seq`` is the next
+        one expected: a run of consecutive chunks is one atomic step.
 
-        Appends ``new_ids`` to the log, stores ``update``, advances ``next_seq`` to ``seq + 1``.
+        Appends ``new_ids`` (the run's ids, in order) to the log, stores ``update`` (the state after
+        the run's last chunk), advances ``next_seq`` to ``last_seq + 1``.
         Returns MISSING / STALE_MESSAGE / FENCED / DUPLICATE (``seq`` below the next expected) /
         GAP (``seq`` above it) without changing anything, else OK.
         """

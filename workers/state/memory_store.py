@@ -49,7 +49,11 @@ class MemoryStore:
         seq: int,
         new_ids: Sequence[int],
         update: ChunkUpdate,
+        last_seq: int | None = None,
     ) -> ApplyStatus:
+        last = seq if last_seq is None else last_seq
+        if last < seq:
+            raise ValueError(f"last_seq {last} is below seq {seq}")
         entry = self._get(conversation_id)
         if entry is None:
             return ApplyStatus.MISSING
@@ -63,7 +67,7 @@ class MemoryStore:
         log = [*log, *new_ids]
         state = replace(
             state,
-            next_seq=seq + 1,
+            next_seq=last + 1,
             epoch=epoch,
             log_len=len(log),
             response_tokens=update.response_tokens,

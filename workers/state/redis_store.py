@@ -64,10 +64,10 @@ local nxt = tonumber(rec[3])
 local seq = tonumber(ARGV[3])
 if seq < nxt then return 'duplicate' end
 if seq > nxt then return 'gap' end
-local len = redis.call('APPEND', KEYS[2], ARGV[5])
-redis.call('HSET', KEYS[1], 'next_seq', seq + 1, 'epoch', ARGV[1], 'log_len', len / 4, unpack(ARGV, 6))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+local len = redis.call('APPEND', KEYS[2], ARGV[6])
+redis.call('HSET', KEYS[1], 'next_seq', tonumber(ARGV[4]) + 1, 'epoch', ARGV[1], 'log_len', len / 4, unpack(ARGV, 7))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 'ok'
 """
 
@@ -156,13 +156,17 @@ class RedisStore:
         seq: int,
         new_ids: Sequence[int],
         update: ChunkUpdate,
+        last_seq: int | None = None,
     ) -> ApplyStatus:
+        last = seq if last_seq is None else last_seq
+        if last < seq:
+            raise ValueError(f"last_seq {last} is below seq {seq}")
         pairs: list[str] = []
         for name, value in asdict(update).items():
             pairs += [name, _encode_field(value)]
         result = await self._apply_chunk(
             keys=[keys.conv_key(self._ns, conversation_id), keys.log_key(self._ns, conversation_id)],
-            args=[epoch, message_id, seq, self._ttl_ms, pack_ids(new_ids), *pairs],
+            args=[epoch, message_id, seq, last, self._ttl_ms, pack_ids(new_ids), *pairs],
         )
         return ApplyStatus(_text(result))
 

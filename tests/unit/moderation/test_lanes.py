@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 from topics.events import Message, PromptEvent, Role, TokenChunkEvent
 from workers.moderation.delivery import Delivery
@@ -18,14 +19,17 @@ def prompt(cid: str) -> PromptEvent:
     return PromptEvent(conversation_id=cid, message_id="m", messages=(Message(role=Role.USER, content="hi"),))
 
 
-def chunk(cid: str, seq: int) -> TokenChunkEvent:
-    return TokenChunkEvent(conversation_id=cid, message_id="m", seq=seq, text="x")
+def chunk(cid: str, seq: int, *, message: str = "m", final: bool = False) -> TokenChunkEvent:
+    return TokenChunkEvent(conversation_id=cid, message_id=message, seq=seq, text="x", final=final)
 
 
 class ScriptedHandler:
-    """Applies prompts, then chunks strictly in seq order; records what it did."""
+    """Applies prompts, then chunks strictly in seq order; records what it did and the runs it got.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    It processes a run's events one by one and stops after the first one it cannot apply, or after
+    ``take`` events (the rest must come back from the lane)."""
+
+    def __init__(self, delay: float = 0.0, take: int | None = None) -> None:
         self.applied: list[tuple[str, int]] = []
         self.expired: list[tuple[str, int, Outcome, str]] = []
         self.acked = 0
@@ -34,8 +38,19 @@ class ScriptedHandler:
         self.delay = delay
         self.concurrent = 0
         self.max_concurrent = 0
+        self.runs: list[list[int]] = []
+        self.take = take
 
-    async def handle(self, work: Work) -> Outcome:
+    async def handle(self, run: Sequence[Work]) -> list[Outcome]:
+        self.runs.append([w.event.seq if isinstance(w.event, TokenChunkEvent) else -1 for w in run])
+        outcomes = []
+        for work in run[: self.take]:
+            outcomes.append(await self.handle_one(work))
+            if outcomes[-1] is not Outcome.APPLIED:
+                break
+        return outcomes
+
+    async def handle_one(self, work: Work) -> Outcome:
         self.concurrent += 1
         self.max_concurrent = max(self.max_concurrent, self.concurrent)
         try:
@@ -147,10 +162,10 @@ async def test_in_flight_bound_backpressures_submit() -> None:
 
 async def test_handler_crash_does_not_stop_other_lanes() -> None:
     class Crashing(ScriptedHandler):
-        async def handle(self, work: Work) -> Outcome:
+        async def handle_one(self, work: Work) -> Outcome:
             if work.conversation_id == "bad":
                 raise RuntimeError("boom")
-            return await super().handle(work)
+            return await super().handle_one(work)
 
     h = Crashing()
     r = router(h)
@@ -158,3 +173,57 @@ async def test_handler_crash_does_not_stop_other_lanes() -> None:
     await submit(r, h, prompt("good"))
     assert await r.drain(2.0)
     assert h.applied == [("good", -1)]
+
+
+async def test_queued_chunks_are_handed_over_as_one_run() -> None:
+    h = ScriptedHandler()
+    r = router(h)
+    await submit(r, h, prompt("a"))
+    for s in range(5):
+        await submit(r, h, chunk("a", s))
+    assert await r.drain(2.0)
+    assert h.runs == [[-1], [0, 1, 2, 3, 4]]
+    assert [s for _, s in h.applied] == [-1, 0, 1, 2, 3, 4]
+    assert h.acked == 6
+
+
+async def test_a_run_ends_at_a_gap_a_final_chunk_another_message_and_max_run() -> None:
+    class Accepting(ScriptedHandler):
+        async def handle_one(self, work: Work) -> Outcome:
+            await work.ack()
+            return Outcome.APPLIED
+
+    h = Accepting()
+    r = ConversationRouter(h, max_in_flight=100, prompt_wait_s=0.2, reorder_window=8, reorder_wait_s=0.2, max_run=3)
+    events = [chunk("a", s) for s in (0, 1, 3, 4)]  # a gap after 1
+    events += [chunk("a", 5, final=True), chunk("a", 6)]  # nothing follows a final chunk in a run
+    events += [chunk("a", 7, message="other"), *(chunk("a", s) for s in range(8, 13))]
+    for ev in events:
+        await submit(r, h, ev)
+    assert await r.drain(2.0)
+    assert h.runs == [[0, 1], [3, 4, 5], [6], [7], [8, 9, 10], [11, 12]]
+
+
+async def test_what_the_handler_leaves_of_a_run_comes_back_in_order() -> None:
+    h = ScriptedHandler(take=1)
+    r = router(h)
+    await submit(r, h, prompt("a"))
+    for s in range(4):
+        await submit(r, h, chunk("a", s))
+    assert await r.drain(2.0)
+    assert h.runs == [[-1], [0, 1, 2, 3], [1, 2, 3], [2, 3], [3]]
+    assert [s for _, s in h.applied] == [-1, 0, 1, 2, 3]
+    assert h.acked == 5
+
+
+async def test_a_run_that_cannot_start_is_parked_whole() -> None:
+    h = ScriptedHandler()
+    r = router(h, reorder_window=8)
+    for s in range(3):
+        await submit(r, h, chunk("a", s))
+    await asyncio.sleep(0.01)
+    await submit(r, h, prompt("a"))
+    assert await r.drain(2.0)
+    assert h.runs[0] == [0, 1, 2]
+    assert [s for _, s in h.applied] == [-1, 0, 1, 2]
+    assert not h.expired and h.acked == 4

@@ -51,7 +51,8 @@ class Harness:
 
         topic = "guard.prompts" if isinstance(event, PromptEvent) else "guard.tokens"
         delivery = Delivery(topic, 0, self.offset, event.conversation_id.encode(), b"{}", time.perf_counter())
-        return await self.moderator.handle(Work(event=event, delivery=delivery, ack=ack))
+        (outcome,) = await self.moderator.handle([Work(event=event, delivery=delivery, ack=ack)])
+        return outcome
 
     async def prompt(self, cid: str, text: str = "Hello there", policy: str | None = None) -> Outcome:
         return await self.feed(
@@ -342,3 +343,82 @@ def _count_ack(h: Harness) -> Any:
         h.acks += 1
 
     return ack
+
+
+async def _feed_run(h: Harness, events: Sequence[TokenChunkEvent]) -> list[Outcome]:
+    works = []
+    for event in events:
+        h.offset += 1
+
+        async def ack() -> None:
+            h.acks += 1
+
+        delivery = Delivery("guard.tokens", 0, h.offset, event.conversation_id.encode(), b"{}", time.perf_counter())
+        works.append(Work(event=event, delivery=delivery, ack=ack))
+    return await h.moderator.handle(works)
+
+
+def _effects(h: Harness) -> list[Any]:
+    """The published effects without their clock readings."""
+    return [
+        replace(e, ts_ms=0, latency_ms=0.0) if isinstance(e, VerdictEvent) else replace(e, ts_ms=0)
+        for e in h.sink.effects
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "policy"),
+    [
+        (["The river ", "flows to ", "the sea", ".", ""], "strict"),
+        (["Some ", "MEH ", "MEH words ", "and ", "more"], "loose"),
+        (["Fine ", "so far, ", "then BAD ", "BAD BAD ", "and ", "after", ""], "strict"),
+        (["é", "\u00e9t\u00e9 ", "\u4e2d", "\u6587 ", "BAD BAD"], "strict"),
+    ],
+)
+async def test_a_run_of_chunks_gets_the_verdicts_of_its_chunks_one_at_a_time(pieces: list[str], policy: str) -> None:
+    events = [
+        TokenChunkEvent(conversation_id="c", message_id="m1", seq=i, text=p, final=i == len(pieces) - 1)
+        for i, p in enumerate(pieces)
+    ]
+    one, run = Harness(), Harness()
+    for h in (one, run):
+        await h.prompt("c", policy=policy)
+    for event in events:
+        await one.feed(event)
+    # The first chunk alone, then the rest as one run: a run may start anywhere in a message.
+    await _feed_run(run, events[:1])
+    outcomes = await _feed_run(run, events[1:])
+    assert all(o in (Outcome.APPLIED, Outcome.DONE) for o in outcomes) and len(outcomes) == len(events) - 1
+    assert _effects(run) == _effects(one)
+    assert await run.store.read_log("c") == await one.store.read_log("c")
+    assert await run.store.load("c") == await one.store.load("c")
+    assert run.acks == one.acks == len(events) + 1
+    assert len(run.backend.responses) <= 2  # one engine request per run
+
+
+async def test_a_run_is_one_engine_request_and_one_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    await h.prompt("c")
+    commits: list[tuple[int, int | None]] = []
+    apply = h.store.apply_chunk
+
+    async def counting(*args: Any, **kwargs: Any) -> ApplyStatus:
+        commits.append((kwargs["seq"], kwargs.get("last_seq")))
+        return await apply(*args, **kwargs)
+
+    monkeypatch.setattr(h.store, "apply_chunk", counting)
+    events = [TokenChunkEvent(conversation_id="c", message_id="m1", seq=i, text=f"word{i} ") for i in range(6)]
+    assert await _feed_run(h, events) == [Outcome.APPLIED] * 6
+    assert len(h.backend.responses) == 1 and commits == [(0, 5)]
+    assert [v.seq for v in h.verdicts(Stage.RESPONSE)] == list(range(6))
+    state = await h.store.load("c")
+    assert state is not None and state.next_seq == 6
+
+
+async def test_a_run_that_cannot_start_waits_whole() -> None:
+    h = Harness()
+    events = [TokenChunkEvent(conversation_id="c", message_id="m1", seq=i, text="x ") for i in range(3)]
+    assert await _feed_run(h, events) == [Outcome.WAIT_PROMPT] * 3
+    await h.prompt("c")
+    assert await _feed_run(h, events[1:]) == [Outcome.WAIT_SEQ] * 2
+    assert await _feed_run(h, events) == [Outcome.APPLIED] * 3
