@@ -12,9 +12,10 @@ then resolves the futures. Each step:
    prefix; a cache past ``offset`` is truncated (a chunk re-scored after a redelivery); otherwise
    (evicted, unknown, rebalanced) the token history is fetched here, on the async side, and the
    conversation is rebuilt from it;
-3. fit: reserve KV pages (evicting least-recently-active conversations outside this step), cut
-   the last row at the token limit (long prefills continue in the next steps), defer what does
-   not fit;
+3. fit: short rows (streamed chunks, at most ``SHORT_ROW_TOKENS``) first and whole, then long
+   rows (prefills, rebuilds) in what is left of ``max_batch_tokens`` (at least a quarter of it,
+   so prompts progress under any load), split over steps; reserve KV pages (evicting
+   least-recently-active conversations outside this step), defer what does not fit;
 4. launch the forward in the thread; once it is done, commit the new lengths and resolve the
    finished requests.
 
@@ -34,7 +35,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ from workers.engine.kv import KVBudgetError, KVPool
 from workers.engine.scores import Head, HeadScores
 
 logger = logging.getLogger(__name__)
+
+SHORT_ROW_TOKENS = 16
+"""Rows of at most this many new tokens (streamed chunks) are served before longer ones (prefills)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -299,7 +303,8 @@ class Scheduler:
             keys.add(pending.key)
             chosen.append(pending)
             tokens += pending.estimate
-            if len(chosen) >= self._max_rows or tokens >= self._max_tokens:
+            # Short rows behind a long prefill still join this step (``_fit`` serves them first).
+            if len(chosen) >= self._max_rows or tokens >= self._max_tokens + SHORT_ROW_TOKENS * self._max_rows:
                 break
         return chosen
 
@@ -364,10 +369,21 @@ class Scheduler:
         # Once an older request waits for pages, younger ones must not preempt it: they would
         # restart it over and over while each one's own feed is cut short in turn (a livelock).
         older_waiting = False
-        for pending in selected:
+        long_seen = False
+        # Short rows (streamed chunks) first, and always whole; then the long ones (prefills) in what
+        # is left of the token budget, at least a quarter of it, split over steps: a step's duration
+        # stays bounded, so chunks never wait behind a whole long prompt, and a prompt progresses
+        # however many chunks there are (chunked prefill, decode first). Arrival order within each.
+        for pending in sorted(selected, key=lambda p: p.feed is not None and len(p.feed) > SHORT_ROW_TOKENS):
             if pending.done or pending.feed is None:
                 continue
-            if budget <= 0:
+            remaining = len(pending.feed) - pending.cursor
+            short = len(pending.feed) <= SHORT_ROW_TOKENS  # a whole feed, not the tail of a long one
+            first_long = not short and not long_seen
+            long_seen = long_seen or not short
+            if first_long:
+                budget = max(budget, self._max_tokens // 4, 1)
+            if budget <= 0 and not short:
                 self._defer(pending)
                 continue
             start = pending.start + pending.cursor
@@ -377,13 +393,14 @@ class Scheduler:
                 # from the cache or the history (a partial feed would wait for that cache forever).
                 self._restart(pending)
                 continue
-            remaining = len(pending.feed) - pending.cursor
-            if remaining > budget and rows and remaining <= self._max_tokens:
-                self._defer(pending)  # fits whole in a later step; do not split a chunk needlessly
-                continue
-            count = min(remaining, budget)
+            count = remaining if short else min(remaining, budget)
+            # The oldest prefill may preempt as the step's first row could: short rows ahead of it
+            # hold only a few pages each.
+            may_preempt = (not rows or first_long) and not older_waiting
             try:
-                pages = self._reserve(pending, start, count, protected, may_preempt=not rows and not older_waiting)
+                pages = self._reserve(
+                    pending, start, count, protected, may_preempt=may_preempt, in_step={r.key for r in rows}
+                )
             except KVBudgetError as exc:
                 if rows or self._in_flight or older_waiting:
                     self._defer(pending)  # pages free up when this step or the forwards in flight end
@@ -402,7 +419,14 @@ class Scheduler:
         return StepPlan(tuple(rows), self.pool.take_fresh_pages()), pendings
 
     def _reserve(
-        self, pending: _Pending, start: int, count: int, protected: set[str], *, may_preempt: bool
+        self,
+        pending: _Pending,
+        start: int,
+        count: int,
+        protected: set[str],
+        *,
+        may_preempt: bool,
+        in_step: Set[str] = frozenset(),
     ) -> tuple[int, ...]:
         """Reserve pages; the oldest request of a step may preempt partially fed requests to fit.
 
@@ -410,7 +434,8 @@ class Scheduler:
         request that can run (``may_preempt``: the step's first, with no older one waiting for
         pages) cannot fit beside them, the youngest of them are preempted until it fits: their
         cache is dropped and they start over later (from the kept history, or a new fetch). So the
-        oldest request always progresses, and no request is preempted by a younger one.
+        oldest request always progresses, and no request is preempted by a younger one. Rows
+        already placed in this step (``in_step``) are never preempted.
         """
         try:
             return self.pool.reserve(pending.key, start, count, protected)
@@ -420,7 +445,11 @@ class Scheduler:
             victims = [
                 p
                 for p in self._queue
-                if p.started and p is not pending and p.key in protected and p.key not in self._in_flight_keys
+                if p.started
+                and p is not pending
+                and p.key in protected
+                and p.key not in self._in_flight_keys
+                and p.key not in in_step
             ]
             if not victims:
                 raise

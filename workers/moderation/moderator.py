@@ -8,6 +8,10 @@ Order of effects for every event, which is what makes at-least-once delivery saf
 4. commit the new state atomically (``open_turn`` / ``apply_chunk``: fenced, in-order, idempotent);
 5. acknowledge the Kafka record.
 
+A run of consecutive chunks (handed over by the lane) goes through these steps once as a whole:
+one score for all its tokens, every chunk's verdict published, one commit of ``seq..last_seq``,
+then every record acknowledged.
+
 A crash between 3 and 4 re-runs the event on redelivery: the verdict and cut-off get the same ids
 (derived from conversation, message, stage and seq), so consumers see no new effective verdict.
 Anything that cannot be applied becomes a dead letter with a precise reason and is acknowledged;
