@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -83,6 +83,9 @@ class FakeBackend:
         rows = self._rows(request.new_ids)
         cats = np.array([0 if i in self.unsafe_ids else 1 for i in request.new_ids], dtype=np.int64)
         return ResponseScores(risk=rows, category=cats, category_prob=np.full(len(cats), 0.9, dtype=np.float32))
+
+    def engine_stats(self) -> Mapping[str, float]:
+        return {}
 
     def release(self, key: str) -> None:
         self.released.append(key)

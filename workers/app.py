@@ -25,6 +25,7 @@ from workers.agents.emit import KafkaSink
 from workers.agents.ingest import Ingest
 from workers.backends.base import GuardBackend
 from workers.engine.debounce import Policy
+from workers.health import Health
 from workers.metrics import NullSensor, Sensor
 from workers.moderation.lanes import ConversationRouter
 from workers.moderation.moderator import Moderator, ModeratorConfig
@@ -49,6 +50,7 @@ class WorkerRuntime(Service):
         self.on_ready: list[Callable[[], object]] = []
         self.settings = settings
         self.backend = backend
+        self.sensor = sensor
         self.store = RedisStore(
             settings.redis.url.get_secret_value(),
             namespace=settings.redis.namespace,
@@ -82,6 +84,7 @@ class WorkerRuntime(Service):
         self.ready = asyncio.Event()  # the backend is loaded: the agents may consume
         self._assigned = False  # the first rebalance gave this worker its partitions (maybe none)
         self._announced = False
+        self.health = Health()  # what GET /healthz reports
 
     async def on_start(self) -> None:
         await self.store.ping()
@@ -93,19 +96,49 @@ class WorkerRuntime(Service):
         gc.collect()
         gc.freeze()
         self.ready.set()
+        self.health.record("model", True, f"{self.backend.info.model_id} loaded")
+        self.sensor.add_source(self._runtime_stats)
         self._announce()
+
+    def _runtime_stats(self) -> dict[str, float]:
+        """What the metrics read at each scrape (from the HTTP thread: plain reads of counters)."""
+        return {
+            **self.backend.engine_stats(),
+            "lanes_active": self.router.active_lanes,
+            "store_failures": self.moderator.store_outage.total_failures,
+        }
+
+    @Service.task
+    async def _watch_store(self) -> None:
+        """Ping the state store every ``worker.health_interval_s`` for ``/healthz``."""
+        interval = self.settings.worker.health_interval_s
+        while not self.should_stop:
+            try:
+                await asyncio.wait_for(self.store.ping(), timeout=interval)
+            except Exception as exc:  # noqa: BLE001  # any failure is the finding: reported, not raised
+                self.health.record("redis", False, f"unreachable ({type(exc).__name__}: {exc})"[:300])
+            else:
+                self.health.record("redis", True, "answers")
+            await self.sleep(interval)
 
     @Service.task
     async def _watch_broker(self) -> None:
-        """Exit the worker (SIGTERM to itself: faust's graceful stop) once no broker has answered
-        for ``kafka.broker_unreachable_exit_s``; ``run_worker`` then exits non-zero."""
+        """Probe the bootstrap servers every ``worker.health_interval_s`` for ``/healthz``; exit the
+        worker (SIGTERM to itself: faust's graceful stop) once none has answered for
+        ``kafka.broker_unreachable_exit_s`` (0: never); ``run_worker`` then exits non-zero."""
         limit = self.settings.kafka.broker_unreachable_exit_s
-        if not limit:
-            return
+        interval = self.settings.worker.health_interval_s
+        if limit:
+            interval = min(interval, limit / 4)
         servers = parse_servers(self.settings.kafka.bootstrap_servers)
-        watch = BrokerWatch(limit)
+        watch = BrokerWatch(limit or float("inf"))
         while not self.should_stop:
-            if watch.observe(await reachable(servers)):
+            ok = await reachable(servers)
+            if ok:
+                self.health.record("kafka", True, "a broker answers")
+            else:
+                self.health.record("kafka", False, f"no broker of {self.settings.kafka.bootstrap_servers} answers")
+            if watch.observe(ok) and limit:
                 logger.error(
                     "no Kafka broker of %s has answered for %.0f s (kafka.broker_unreachable_exit_s); "
                     "exiting with status %s so that a supervisor can restart this worker",
@@ -116,10 +149,11 @@ class WorkerRuntime(Service):
                 self.broker_lost = True
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            await self.sleep(min(2.0, limit / 4))
+            await self.sleep(interval)
 
-    def partitions_assigned(self) -> None:
+    def partitions_assigned(self, partitions: int) -> None:
         self._assigned = True
+        self.health.record("partitions", True, f"{partitions} assigned")
         self._announce()
 
     def _announce(self) -> None:
@@ -174,8 +208,9 @@ def create_app(
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned: set[Any] = args[0] if args else kwargs["assigned"]
-        await runtime.moderator.on_assigned(sorted({tp.partition for tp in assigned}))
-        runtime.partitions_assigned()
+        partitions = sorted({tp.partition for tp in assigned})
+        await runtime.moderator.on_assigned(partitions)
+        runtime.partitions_assigned(len(partitions))
 
     app.on_partitions_assigned.connect(on_assigned)
 

@@ -2,12 +2,23 @@
 
 Business code calls the hooks and never touches prometheus_client directly. The Prometheus
 sensor registers its collectors in its own registry, so tests and several workers in one process
-do not collide, and ``serve(port)`` exposes them over HTTP.
+do not collide, and ``serve(port)`` exposes them over HTTP: ``GET /metrics`` (Prometheus text) and,
+given a health report, ``GET /healthz`` (200 or 503 with a JSON body).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+HealthReport = Callable[[], tuple[bool, dict[str, object]]]
 
 
 class Sensor(Protocol):
@@ -26,6 +37,25 @@ class Sensor(Protocol):
     def on_dead_letter(self, reason: str) -> None:
         """A record was dead-lettered."""
 
+    def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
+        """Read ``read()`` at every scrape: values keyed as in ``RUNTIME_SERIES``."""
+
+
+RUNTIME_SERIES: dict[str, tuple[str, str, bool]] = {
+    # key: (metric name, help, is a counter)
+    "forwards": ("guard_engine_forwards", "Engine forwards run", True),
+    "rows": ("guard_engine_rows", "Rows (one conversation each) in engine forwards", True),
+    "tokens": ("guard_engine_tokens", "New tokens in engine forwards", True),
+    "forward_seconds": ("guard_engine_forward_seconds", "Seconds spent in engine forwards", True),
+    "rebuilds": ("guard_engine_rebuilds", "Conversations rebuilt from the token log", True),
+    "kv_evictions": ("guard_kv_evictions", "Conversations evicted from the KV cache", True),
+    "kv_bytes_used": ("guard_kv_bytes_in_use", "KV cache bytes held", False),
+    "lanes_active": ("guard_lanes_active", "Conversations with events being processed", False),
+    "store_failures": ("guard_store_failures", "State store attempts that failed (each is retried)", True),
+}
+"""Series read from the runtime at scrape time; rates give rows and tokens per forward and the time
+per forward (``rate(guard_engine_tokens_total) / rate(guard_engine_forwards_total)``)."""
+
 
 class NullSensor:
     def on_record(self, topic: str) -> None:
@@ -41,6 +71,9 @@ class NullSensor:
         pass
 
     def on_dead_letter(self, reason: str) -> None:
+        pass
+
+    def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
         pass
 
 
@@ -72,10 +105,28 @@ class PrometheusSensor:
         self._cutoffs = Counter("guard_cutoffs", "Cut-offs published", ["stage"], registry=self.registry)
         self._dead = Counter("guard_dead_letters", "Records dead-lettered", ["reason"], registry=self.registry)
 
-    def serve(self, port: int) -> None:
-        from prometheus_client import start_http_server
+    def serve(self, port: int, *, host: str = "127.0.0.1", health: HealthReport | None = None) -> WSGIServer:
+        """Serve ``/metrics`` (and ``/healthz`` when ``health`` is given) from a daemon thread;
+        returns the server (``shutdown()`` stops it; port 0 picks a free one, see ``server_port``)."""
+        from prometheus_client import make_wsgi_app
 
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/healthz" and health is not None:
+                healthy, body = health()
+                status = "200 OK" if healthy else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "application/json")])
+                return [json.dumps(body).encode()]
+            if path in ("/metrics", "/"):
+                return metrics(environ, start_response)  # type: ignore[no-any-return]
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: /metrics and /healthz are served here\n"]
+
+        server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return server
 
     def on_record(self, topic: str) -> None:
         self._records.labels(topic).inc()
@@ -92,3 +143,35 @@ class PrometheusSensor:
 
     def on_dead_letter(self, reason: str) -> None:
         self._dead.labels(reason).inc()
+
+    def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
+        self.registry.register(_SourceCollector(read))
+
+
+class _SourceCollector:
+    """Turns a runtime snapshot into ``RUNTIME_SERIES`` metric families at scrape time."""
+
+    def __init__(self, read: Callable[[], Mapping[str, float]]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Any]:
+        return []  # families depend on the snapshot; nothing to check at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for key, value in self._read().items():
+            if key not in RUNTIME_SERIES:
+                continue
+            name, documentation, counter = RUNTIME_SERIES[key]
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            yield family(name, documentation, value=float(value))
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood the log."""

@@ -117,7 +117,13 @@ class WorkerSettings(_Section):
     prompt_wait_s: float = Field(5.0, ge=0, description="How long a chunk waits for its prompt")
     reorder_window: int = Field(64, ge=0, description="Out-of-order chunks held per message")
     reorder_wait_s: float = Field(5.0, ge=0, description="How long a gap in seq may stay open")
-    metrics_port: int = Field(0, ge=0, description="Prometheus port; 0 disables the endpoint")
+    metrics_port: int = Field(
+        0, ge=0, description="HTTP port of GET /metrics (Prometheus) and GET /healthz; 0 disables both"
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics and health endpoint listens on")
+    health_interval_s: float = Field(
+        2.0, gt=0, description="How often the worker checks that Redis and a Kafka broker answer (/healthz)"
+    )
     lag_warn_ms: float = Field(
         500.0,
         gt=0,

@@ -21,11 +21,14 @@ def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
     import faust
 
     sensor: Sensor = NullSensor()
-    if settings.worker.metrics_port:
-        prometheus = PrometheusSensor()
-        prometheus.serve(settings.worker.metrics_port)
+    prometheus = PrometheusSensor() if settings.worker.metrics_port else None
+    if prometheus is not None:
         sensor = prometheus
     app, runtime = create_app(settings, make_backend(settings), sensor=sensor)
+    if prometheus is not None:
+        w = settings.worker
+        prometheus.serve(w.metrics_port, host=w.metrics_host, health=runtime.health.report)
+        logger.info("metrics and health on http://%s:%s/metrics and /healthz", w.metrics_host, w.metrics_port)
     if ready_file is not None:
         ready_file.unlink(missing_ok=True)
         info = {"worker_id": runtime.moderator.worker_id}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from tests.integration.pipeline import Observer, new_worker, planted_checkpoint,
 from topics.events import Message, Role, Stage, VerdictStatus
 from workers.client import GuardClient
 from workers.infra import LocalRedis, ensure_topics
+from workers.infra.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,6 +31,35 @@ async def _stream(client: GuardClient, cid: str) -> None:
     await writer.finish()
 
 
+def _healthz(port: int) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """The unlabelled series of ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in lines if line and not line.startswith("#"))
+        if "{" not in name
+    }
+
+
+async def _watch_health(port: int, seen: list[tuple[int, str]]) -> None:
+    while True:
+        try:
+            status, body = await asyncio.to_thread(_healthz, port)
+            seen.append((status, str(body.get("reason", ""))))
+        except OSError:
+            pass  # the endpoint is not up yet
+        await asyncio.sleep(0.25)
+
+
 async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = f"r{uuid.uuid4().hex[:8]}"
     await ensure_topics(kafka_bootstrap, prefix=prefix, partitions=2)
@@ -34,16 +67,32 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootst
         settings = worker_settings(kafka_bootstrap, redis.url, prefix, planted_checkpoint(tmp_path), 2)
         settings["worker.prompt_wait_s"] = 30.0  # chunks wait for their prompt across the outage
         settings["worker.reorder_wait_s"] = 30.0
+        (port,) = free_ports(1)
+        settings["worker.metrics_port"] = port
+        settings["worker.health_interval_s"] = 0.5
+        health: list[tuple[int, str]] = []
         async with (
             new_worker("w1", tmp_path / "run", settings) as worker,
             Observer(kafka_bootstrap, prefix) as obs,
             GuardClient(kafka_bootstrap, topic_prefix=prefix) as client,
         ):
+            watcher = asyncio.create_task(_watch_health(port, health))
+            await obs.wait_for(lambda: bool(health) and health[-1][0] == 200, within_s=30, what="/healthz 200")
             cids = [f"c{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
             streams = asyncio.gather(*(_stream(client, c) for c in cids))
             await asyncio.sleep(0.6)
+            before = len(health)
             await redis.restart(down_s=4.0, crash=False)  # 4 s of connection refused, data kept
+            down = [reason for status, reason in health[before:] if status == 503]
+            assert down and all("redis" in reason for reason in down), health[before:]
             await streams
+            await obs.wait_for(lambda: health[-1][0] == 200, within_s=30, what="/healthz 200 again")
+            watcher.cancel()
+            metrics = _metrics(port)
+            assert metrics["guard_engine_forwards_total"] > 0
+            assert metrics["guard_engine_tokens_total"] >= metrics["guard_engine_rows_total"] > 0
+            assert metrics["guard_store_failures_total"] > 0  # the outage's failed attempts, retried
+            assert metrics["guard_kv_bytes_in_use"] >= 0
             await obs.wait_for(
                 lambda: all(set(obs.effective(c)) == {None, *range(CHUNKS + 1)} for c in cids),
                 within_s=60,

@@ -13,7 +13,7 @@ positions in that sequence, so a backend that lost its cache can rebuild it from
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -84,6 +84,20 @@ class ResponseScores:
     category_prob: npt.NDArray[np.float32]  # shape [k]
 
 
+ENGINE_STATS = (
+    "forwards",
+    "rows",
+    "tokens",
+    "forward_seconds",
+    "rebuilds",
+    "kv_evictions",
+    "kv_bytes_used",
+)
+"""What ``GuardBackend.engine_stats`` reports: forwards run, rows (conversations) and new tokens in
+them, seconds spent in them, conversations rebuilt from the token log, conversations evicted from
+the KV cache, KV bytes held."""
+
+
 class GuardBackend(Protocol):
     """A guard model behind the worker. All methods are safe to call concurrently."""
 
@@ -111,3 +125,9 @@ class GuardBackend(Protocol):
 
     def release(self, key: str) -> None:
         """Forget cached state of ``key`` (the message finished or was cut off)."""
+
+    def engine_stats(self) -> Mapping[str, float]:
+        """The engine's counters for metrics (``ENGINE_STATS`` keys), empty when there is no engine.
+
+        Cumulative since start, except ``kv_bytes_used`` (the KV cache bytes held now)."""
+        ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from topics.events import Risk
@@ -122,3 +123,6 @@ class CascadeBackend:
 
     def release(self, key: str) -> None:
         self._stream.release(key)
+
+    def engine_stats(self) -> Mapping[str, float]:
+        return self._stream.engine_stats()

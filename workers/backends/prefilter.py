@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -163,6 +163,10 @@ class PrefilterBackend:
 
     def release(self, key: str) -> None:
         """Nothing to release: the prefilter keeps no per-conversation state."""
+
+    def engine_stats(self) -> Mapping[str, float]:
+        """No engine: the encoder has no per-conversation cache or forwards to count."""
+        return {}
 
     async def _serve(self, scorer: TextScorer, queue: asyncio.Queue[_Pending]) -> None:
         while True:

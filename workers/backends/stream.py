@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -237,3 +238,18 @@ class StreamBackend:
     def release(self, key: str) -> None:
         if self._scheduler is not None:
             self._scheduler.release(key)
+
+    def engine_stats(self) -> Mapping[str, float]:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return {}
+        stats, pool = scheduler.stats, scheduler.pool
+        return {
+            "forwards": stats.steps,
+            "rows": stats.rows,
+            "tokens": stats.tokens,
+            "forward_seconds": stats.forward_s,
+            "rebuilds": stats.rebuilds,
+            "kv_evictions": pool.stats.evictions,
+            "kv_bytes_used": pool.used_pages * pool.layout.bytes_per_page,
+        }

@@ -69,7 +69,8 @@ class StoreOutage:
 
     def __init__(self) -> None:
         self.since: float | None = None
-        self.failures = 0
+        self.failures = 0  # in the current outage
+        self.total_failures = 0  # since start
 
     @property
     def healthy(self) -> bool:
@@ -77,6 +78,7 @@ class StoreOutage:
 
     def failed(self, exc: StoreUnavailable) -> None:
         self.failures += 1
+        self.total_failures += 1
         if self.since is None:
             self.since = time.monotonic()
             logger.warning("state store unreachable (%s): holding events and retrying", exc)

@@ -80,6 +80,11 @@ async def test_scores_equal_the_reference_and_verdicts_name_the_test_model(
 
         three = await backend.score_response(ResponseRequest("k", len(log), [13], history))
         assert calls == [1] and three.risk.shape == (1, 3)
+
+        stats = backend.engine_stats()
+        assert stats["forwards"] >= 4 and stats["rows"] >= 4 and stats["rebuilds"] == 1
+        assert stats["tokens"] >= len(log) + 1 + len(prompt)  # the prompt, both chunks, the rebuild
+        assert stats["forward_seconds"] > 0 and stats["kv_bytes_used"] > 0
     finally:
         await backend.close()
     with pytest.raises(RuntimeError, match=r"start\(\) has not been called"):

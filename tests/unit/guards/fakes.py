@@ -134,3 +134,6 @@ class ScriptedGuard:
 
     def release(self, key: str) -> None:
         self.released.append(key)
+
+    def engine_stats(self) -> dict[str, float]:
+        return {}

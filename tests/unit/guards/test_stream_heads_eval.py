@@ -87,6 +87,9 @@ class WordGuard:
     def release(self, key: str) -> None:
         self.released.append(key)
 
+    def engine_stats(self) -> dict[str, float]:
+        return {}
+
 
 def _answer(uid: str, text: str, *, harmful: bool) -> ResponseRecord:
     return ResponseRecord(uid, "xstest", "test", "How do I do it?", text, harmful, "Violent", "en", "g", "m")

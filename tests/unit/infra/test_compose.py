@@ -72,3 +72,11 @@ def test_environment_names_real_settings(service: str) -> None:
 def test_commands_exist_in_the_cli(service: str) -> None:
     args = build_parser().parse_args(_OWN[service]["command"])
     assert callable(args.handler)
+
+
+def test_the_worker_serves_health_and_docker_checks_it() -> None:
+    worker = _SERVICES["worker"]
+    port = worker["environment"]["STREAMWARDEN_WORKER__METRICS_PORT"]
+    assert worker["environment"]["STREAMWARDEN_WORKER__METRICS_HOST"] == "0.0.0.0"  # inside the network
+    check = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in check

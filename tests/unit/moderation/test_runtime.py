@@ -39,13 +39,13 @@ async def test_ready_once_the_model_is_loaded_and_the_partitions_are_assigned(or
         await runtime.on_start()
 
     async def assigned() -> None:
-        runtime.partitions_assigned()
+        runtime.partitions_assigned(2)
 
     steps = {"loaded": loaded, "assigned": assigned}
     await steps[order[0]]()
     assert announced == [], f"announced ready after only '{order[0]}'"
     await steps[order[1]]()
     assert announced == ["ready"]
-    runtime.partitions_assigned()  # a later rebalance
+    runtime.partitions_assigned(2)  # a later rebalance
     assert announced == ["ready"]
     assert gc.get_freeze_count() > 0, "the start-up heap was left to the collector"
