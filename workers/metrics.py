@@ -25,14 +25,14 @@ class Sensor(Protocol):
     def on_record(self, topic: str) -> None:
         """A Kafka record arrived."""
 
-    def on_verdict(self, stage: str, risk: str, action: str, latency_s: float) -> None:
-        """A verdict was published; ``latency_s`` is receipt to publication."""
+    def on_verdict(self, stage: str, risk: str, action: str, latency_s: float, tier: str = "") -> None:
+        """A verdict was published by guard ``tier``; ``latency_s`` is receipt to publication."""
 
     def on_lag(self, stage: str, lag_s: float) -> None:
         """A verdict was published ``lag_s`` after its record was (the record's Kafka timestamp)."""
 
-    def on_cutoff(self, stage: str) -> None:
-        """A cut-off was published."""
+    def on_cutoff(self, stage: str, category: str | None = None) -> None:
+        """A cut-off was published (``category``: what the guard named, None when it named none)."""
 
     def on_dead_letter(self, reason: str) -> None:
         """A record was dead-lettered."""
@@ -61,13 +61,13 @@ class NullSensor:
     def on_record(self, topic: str) -> None:
         pass
 
-    def on_verdict(self, stage: str, risk: str, action: str, latency_s: float) -> None:
+    def on_verdict(self, stage: str, risk: str, action: str, latency_s: float, tier: str = "") -> None:
         pass
 
     def on_lag(self, stage: str, lag_s: float) -> None:
         pass
 
-    def on_cutoff(self, stage: str) -> None:
+    def on_cutoff(self, stage: str, category: str | None = None) -> None:
         pass
 
     def on_dead_letter(self, reason: str) -> None:
@@ -90,8 +90,8 @@ class PrometheusSensor:
         )
         self._latency = Histogram(
             "guard_verdict_latency_seconds",
-            "Record receipt to verdict publication",
-            ["stage"],
+            "Record receipt to verdict publication, per stage and deciding tier",
+            ["stage", "tier"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
             registry=self.registry,
         )
@@ -102,7 +102,9 @@ class PrometheusSensor:
             buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48),
             registry=self.registry,
         )
-        self._cutoffs = Counter("guard_cutoffs", "Cut-offs published", ["stage"], registry=self.registry)
+        self._cutoffs = Counter(
+            "guard_cutoffs", "Cut-offs published, per stage and category", ["stage", "category"], registry=self.registry
+        )
         self._dead = Counter("guard_dead_letters", "Records dead-lettered", ["reason"], registry=self.registry)
 
     def serve(self, port: int, *, host: str = "127.0.0.1", health: HealthReport | None = None) -> WSGIServer:
@@ -131,15 +133,15 @@ class PrometheusSensor:
     def on_record(self, topic: str) -> None:
         self._records.labels(topic).inc()
 
-    def on_verdict(self, stage: str, risk: str, action: str, latency_s: float) -> None:
+    def on_verdict(self, stage: str, risk: str, action: str, latency_s: float, tier: str = "") -> None:
         self._verdicts.labels(stage, risk, action).inc()
-        self._latency.labels(stage).observe(latency_s)
+        self._latency.labels(stage, tier).observe(latency_s)
 
     def on_lag(self, stage: str, lag_s: float) -> None:
         self._lag.labels(stage).observe(lag_s)
 
-    def on_cutoff(self, stage: str) -> None:
-        self._cutoffs.labels(stage).inc()
+    def on_cutoff(self, stage: str, category: str | None = None) -> None:
+        self._cutoffs.labels(stage, category or "none").inc()
 
     def on_dead_letter(self, reason: str) -> None:
         self._dead.labels(reason).inc()

@@ -68,13 +68,18 @@ def test_healthz_is_503_with_the_reason_then_200(served: tuple[str, Health, Prom
 
 def test_metrics_are_served_beside_health(served: tuple[str, Health, PrometheusSensor]) -> None:
     base, _, sensor = served
-    sensor.on_verdict("response", "safe", "allow", 0.012)
+    sensor.on_verdict("response", "safe", "allow", 0.012, "stream")
+    sensor.on_cutoff("response", "Violent")
+    sensor.on_cutoff("prompt", None)
     sensor.on_dead_letter("invalid_json")
     status, body = _get(f"{base}/metrics")
     text = body.decode()
     assert status == 200
     assert 'guard_verdicts_total{action="allow",risk="safe",stage="response"} 1.0' in text
     assert 'guard_dead_letters_total{reason="invalid_json"} 1.0' in text
+    assert 'guard_verdict_latency_seconds_count{stage="response",tier="stream"} 1.0' in text
+    assert 'guard_cutoffs_total{category="Violent",stage="response"} 1.0' in text
+    assert 'guard_cutoffs_total{category="none",stage="prompt"} 1.0' in text
     assert _get(f"{base}/nothing-here")[0] == 404
 
 

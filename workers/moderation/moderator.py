@@ -607,10 +607,14 @@ class Moderator:
         now, wall = time.perf_counter(), time.time()
         for effect, work in effects:
             if isinstance(effect, ControlEvent):
-                self._sensor.on_cutoff(effect.stage.value)
+                self._sensor.on_cutoff(effect.stage.value, effect.category)
             elif isinstance(effect, VerdictEvent) and work is not None:
                 self._sensor.on_verdict(
-                    effect.stage.value, effect.risk.value, effect.action.value, now - work.delivery.received
+                    effect.stage.value,
+                    effect.risk.value,
+                    effect.action.value,
+                    now - work.delivery.received,
+                    effect.tier,
                 )
                 if work.delivery.produced is not None:
                     lag = max(0.0, wall - work.delivery.produced)
