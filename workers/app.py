@@ -138,7 +138,7 @@ class WorkerRuntime(Service):
                 self.health.record("kafka", True, "a broker answers")
             else:
                 self.health.record("kafka", False, f"no broker of {self.settings.kafka.bootstrap_servers} answers")
-            if watch.observe(ok) and limit:
+            if watch.observe(ok):  # never with no limit: the watch gives up after infinity
                 logger.error(
                     "no Kafka broker of %s has answered for %.0f s (kafka.broker_unreachable_exit_s); "
                     "exiting with status %s so that a supervisor can restart this worker",

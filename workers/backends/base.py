@@ -84,20 +84,6 @@ class ResponseScores:
     category_prob: npt.NDArray[np.float32]  # shape [k]
 
 
-ENGINE_STATS = (
-    "forwards",
-    "rows",
-    "tokens",
-    "forward_seconds",
-    "rebuilds",
-    "kv_evictions",
-    "kv_bytes_used",
-)
-"""What ``GuardBackend.engine_stats`` reports: forwards run, rows (conversations) and new tokens in
-them, seconds spent in them, conversations rebuilt from the token log, conversations evicted from
-the KV cache, KV bytes held."""
-
-
 class GuardBackend(Protocol):
     """A guard model behind the worker. All methods are safe to call concurrently."""
 
@@ -127,7 +113,7 @@ class GuardBackend(Protocol):
         """Forget cached state of ``key`` (the message finished or was cut off)."""
 
     def engine_stats(self) -> Mapping[str, float]:
-        """The engine's counters for metrics (``ENGINE_STATS`` keys), empty when there is no engine.
-
-        Cumulative since start, except ``kv_bytes_used`` (the KV cache bytes held now)."""
+        """The engine's counters for metrics, empty when there is no engine: forwards, rows, tokens,
+        forward_seconds, rebuilds, kv_evictions (keys of ``workers.metrics.RUNTIME_SERIES``, which
+        documents them), cumulative since start, and kv_bytes_used (the KV cache bytes held now)."""
         ...

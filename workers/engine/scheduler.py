@@ -370,15 +370,16 @@ class Scheduler:
         # restart it over and over while each one's own feed is cut short in turn (a livelock).
         older_waiting = False
         long_seen = False
+        placed: set[str] = set()  # keys of this step's rows
         # Short rows (streamed chunks) first, and always whole; then the long ones (prefills) in what
         # is left of the token budget, at least a quarter of it, split over steps: a step's duration
         # stays bounded, so chunks never wait behind a whole long prompt, and a prompt progresses
         # however many chunks there are (chunked prefill, decode first). Arrival order within each.
-        for pending in sorted(selected, key=lambda p: p.feed is not None and len(p.feed) > SHORT_ROW_TOKENS):
+        for pending in sorted(selected, key=lambda p: not _short(p)):
             if pending.done or pending.feed is None:
                 continue
             remaining = len(pending.feed) - pending.cursor
-            short = len(pending.feed) <= SHORT_ROW_TOKENS  # a whole feed, not the tail of a long one
+            short = _short(pending)
             first_long = not short and not long_seen
             long_seen = long_seen or not short
             if first_long:
@@ -398,9 +399,7 @@ class Scheduler:
             # hold only a few pages each.
             may_preempt = (not rows or first_long) and not older_waiting
             try:
-                pages = self._reserve(
-                    pending, start, count, protected, may_preempt=may_preempt, in_step={r.key for r in rows}
-                )
+                pages = self._reserve(pending, start, count, protected, may_preempt=may_preempt, in_step=placed)
             except KVBudgetError as exc:
                 if rows or self._in_flight or older_waiting:
                     self._defer(pending)  # pages free up when this step or the forwards in flight end
@@ -415,6 +414,7 @@ class Scheduler:
             outputs = max(0, end - max(pending.cursor, output_from))
             rows.append(StepRow(pending.key, start, pending.feed[pending.cursor : end], pending.head, outputs, pages))
             pendings.append(pending)
+            placed.add(pending.key)
             budget -= count
         return StepPlan(tuple(rows), self.pool.take_fresh_pages()), pendings
 
@@ -515,3 +515,8 @@ class Scheduler:
             failure = SchedulerFailed("scheduler loop died")
             failure.__cause__ = error
             self._fail_all(failure)
+
+
+def _short(pending: _Pending) -> bool:
+    """A short row: a whole feed of at most ``SHORT_ROW_TOKENS`` (a chunk), not the tail of a long one."""
+    return pending.feed is not None and len(pending.feed) <= SHORT_ROW_TOKENS

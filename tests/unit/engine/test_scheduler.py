@@ -501,45 +501,48 @@ async def test_a_release_during_a_split_prefill_restarts_it() -> None:
     await scheduler.close()
 
 
-async def test_chunks_are_served_before_a_long_prefill_that_came_first() -> None:
-    executor = FakeExecutor(pages=64)
-    scheduler = await started(executor, max_batch_tokens=24, max_batch_rows=8, max_wait_s=0.01)
-    for i in range(3):
+async def _long_prompt_then_chunks(
+    scheduler: Scheduler, executor: FakeExecutor, chunks: int
+) -> tuple[list[int], list[HeadScores]]:
+    """Open ``chunks`` conversations c0.. (one-token prompts), then queue a 40-token prompt and one
+    5-token chunk (scaffold + 2 ids) for each in the same instant; the plans start afterwards."""
+    for i in range(chunks):
         await scheduler.score_prompt(PromptJob(f"c{i}", [i + 1]))
     executor.plans.clear()
     prompt = list(range(100, 140))
-    long = asyncio.ensure_future(scheduler.score_prompt(PromptJob("long", prompt)))
-    chunks = [
-        asyncio.ensure_future(scheduler.score_response(ResponseJob(f"c{i}", 1 + len(PREFIX), [7, 8], History([]))))
-        for i in range(3)
+    jobs = [scheduler.score_prompt(PromptJob("long", prompt))]
+    jobs += [
+        scheduler.score_response(ResponseJob(f"c{i}", 1 + len(PREFIX), [7, 8], History([]))) for i in range(chunks)
     ]
-    results = await asyncio.gather(long, *chunks)
+    return prompt, list(await asyncio.gather(*jobs))
+
+
+def _check_results(prompt: list[int], results: list[HeadScores]) -> None:
+    assert digests(results[0]) == expected(prompt, 1)
+    for i, scores in enumerate(results[1:]):
+        assert digests(scores) == expected([i + 1, *PREFIX, 7, 8], 2)
+
+
+async def test_chunks_are_served_before_a_long_prefill_that_came_first() -> None:
+    executor = FakeExecutor(pages=64)
+    scheduler = await started(executor, max_batch_tokens=24, max_batch_rows=8, max_wait_s=0.01)
+    prompt, results = await _long_prompt_then_chunks(scheduler, executor, 3)
     first = executor.plans[0]
     # Every chunk is in the first forward, and the prefill takes what is left of the budget there.
     assert {row.key for row in first.rows} == {"c0", "c1", "c2", "long"}
     assert [len(row.ids) for row in first.rows if row.key == "long"] == [24 - 3 * (2 + len(PREFIX))]
     assert all(plan.tokens <= 24 for plan in executor.plans)
-    assert digests(results[0]) == expected(prompt, 1)
-    for i, scores in enumerate(results[1:]):
-        assert digests(scores) == expected([i + 1, *PREFIX, 7, 8], 2)
+    _check_results(prompt, results)
     await scheduler.close()
 
 
 async def test_a_prefill_progresses_however_many_chunks_fill_the_budget() -> None:
     executor = FakeExecutor(pages=64)
     scheduler = await started(executor, max_batch_tokens=8, max_batch_rows=8, max_wait_s=0.01)
-    for i in range(4):
-        await scheduler.score_prompt(PromptJob(f"c{i}", [i + 1]))
-    executor.plans.clear()
-    prompt = list(range(100, 140))
-    jobs = [scheduler.score_prompt(PromptJob("long", prompt))]
-    jobs += [scheduler.score_response(ResponseJob(f"c{i}", 1 + len(PREFIX), [7, 8], History([]))) for i in range(4)]
-    results = await asyncio.gather(*jobs)
+    prompt, results = await _long_prompt_then_chunks(scheduler, executor, 4)
     first = executor.plans[0]
     # Four chunks of 5 tokens overrun the budget of 8 and all go; the prompt still gets a quarter.
     assert sorted(row.key for row in first.rows) == ["c0", "c1", "c2", "c3", "long"]
     assert [len(row.ids) for row in first.rows if row.key == "long"] == [2]
-    assert digests(results[0]) == expected(prompt, 1)
-    for i, scores in enumerate(results[1:]):
-        assert digests(scores) == expected([i + 1, *PREFIX, 7, 8], 2)
+    _check_results(prompt, results)
     await scheduler.close()
