@@ -4,7 +4,6 @@ label counts."""
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -14,9 +13,12 @@ import pytest
 
 from topics.events import Risk
 from workers.guards.datasets import added_prompts
+from workers.guards.datasets.files import json_lines
 from workers.guards.datasets.records import Record
 from workers.guards.datasets.registry import dataset_root
-from workers.guards.taxonomy import QUERY_CATEGORIES, SELF_HARM
+from workers.guards.taxonomy import SELF_HARM
+
+from .checks import assert_prompt_records
 
 Reader = Callable[[Path, str], Iterator[Record]]
 
@@ -76,29 +78,11 @@ def _read(name: str, root: Path) -> list[Record]:
     return _CACHE[name]
 
 
-def _json_lines(path: Path) -> list[dict[str, object]]:
-    with path.open(encoding="utf-8-sig") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 @pytest.mark.parametrize("name", sorted(READERS))
 def test_records_are_well_formed(name: str, root: Path) -> None:
     records = _read(name, root)
-    assert records
-    for record in records:
-        assert record.text.strip(), record.uid
-        assert record.text == record.text.strip(), record.uid
-        assert record.language in LANGUAGES[name], record.uid
-        assert record.dataset == name
-        assert record.split == "full"
-        assert record.uid.startswith(f"{name}/full/")
-        assert record.subset, record.uid
-        assert record.category is None or record.category in QUERY_CATEGORIES
-        if record.label is Risk.SAFE:
-            assert record.category is None, record.uid
-        assert record.prompt is None
-        assert record.response is None
-    assert len({r.uid for r in records}) == len(records)
+    assert_prompt_records(records, name, LANGUAGES[name])
+    assert all(r.subset for r in records)
     assert len({r.text for r in records}) == len(records)  # no text twice within a set
 
 
@@ -149,7 +133,7 @@ def test_rtp_lx_labels_follow_the_human_scores(root: Path) -> None:
     folder = root / "rtp_lx"
     toxicity: dict[tuple[str, str], Fraction] = {}
     for language, file_name in (("en", "EN"), ("ru", "RU"), ("zh", "ZH-Hans")):
-        for row in _json_lines(folder / f"acs_results_{file_name}.json"):
+        for row in json_lines(folder / f"acs_results_{file_name}.json"):
             entry = row["OriginalEntry"]
             assert isinstance(entry, dict)
             raw = entry["AnnotationsRaw"]["Toxicity"]
@@ -180,7 +164,7 @@ def test_rtp_lx_groups_align_the_transcreations(root: Path) -> None:
 def test_rtp_lx_reads_no_continuation(root: Path) -> None:
     texts = {r.text for r in _read("rtp_lx", root)}
     for name in ("acs_results_benign_EN.json", "acs_results_benign_ZH-Hans.json"):
-        for row in _json_lines(root / "rtp_lx" / name):
+        for row in json_lines(root / "rtp_lx" / name):
             entry = row["OriginalEntry"]
             assert isinstance(entry, dict)
             assert str(entry["BenignCompletion"]).strip() not in texts

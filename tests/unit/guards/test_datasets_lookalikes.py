@@ -12,7 +12,9 @@ from topics.events import Risk
 from workers.guards.datasets import lookalikes_en
 from workers.guards.datasets.records import Record
 from workers.guards.datasets.registry import dataset_root
-from workers.guards.taxonomy import JAILBREAK, QUERY_CATEGORIES
+from workers.guards.taxonomy import JAILBREAK
+
+from .checks import assert_prompt_records
 
 Reader = Callable[[Path, str], Iterator[Record]]
 
@@ -53,21 +55,7 @@ def _read(name: str, root: Path) -> list[Record]:
 
 @pytest.mark.parametrize("name", sorted(READERS))
 def test_records_are_well_formed(name: str, root: Path) -> None:
-    records = _read(name, root)
-    assert records
-    for record in records:
-        assert record.text.strip(), record.uid
-        assert record.text == record.text.strip(), record.uid
-        assert record.language == "en"
-        assert record.dataset == name
-        assert record.split == "full"
-        assert record.uid.startswith(f"{name}/full/")
-        assert record.category is None or record.category in QUERY_CATEGORIES
-        if record.label is Risk.SAFE:
-            assert record.category is None, record.uid
-        assert record.prompt is None
-        assert record.response is None
-    assert len({r.uid for r in records}) == len(records)
+    assert_prompt_records(_read(name, root), name, {"en"})
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

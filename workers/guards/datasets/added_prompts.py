@@ -31,22 +31,7 @@ from typing import Any
 from topics.events import Risk
 from workers.guards import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document, json_lines
-from workers.guards.datasets.records import Record
-
-
-class _Unseen:
-    """Stripped texts not yielded before in one reader call (blanks count as seen)."""
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-
-    def take(self, raw: str) -> str | None:
-        text = raw.strip()
-        if not text or text in self._seen:
-            return None
-        self._seen.add(text)
-        return text
-
+from workers.guards.datasets.records import Record, UnseenTexts
 
 # --- Red-Instruct harmful questions -------------------------------------------------------------
 
@@ -139,7 +124,7 @@ def read_red_instruct_harmful_questions(folder: Path, split: str) -> Iterator[Re
     one DangerousQA question is also in HarmfulQA (read first). That leaves 543 + 543 en/zh CatQA,
     1,938 HarmfulQA, 197 DangerousQA.
     """
-    unseen = _Unseen()
+    unseen = UnseenTexts()
     for file_name, language in (("catqa_english.json", "en"), ("catqa_chinese.json", "zh")):
         for index, (category, subcategory, raw) in enumerate(_nested_questions(json_document(folder / file_name))):
             if text := unseen.take(raw):
@@ -259,7 +244,7 @@ def read_jade_db_zh(folder: Path, split: str) -> Iterator[Record]:
     questions in all. Versions repeat whole questions rather than translate or paraphrase them, so
     with repeats skipped no two records are variants of one another and ``group`` is left empty.
     """
-    unseen = _Unseen()
+    unseen = UnseenTexts()
     for version, path in _JADE_FILES:
         for row in csv_rows(folder / path):  # v1.0/v2.0 are UTF-8 with BOM (SOURCE.md)
             if not (text := unseen.take(row["问题"])):
@@ -378,7 +363,7 @@ def read_rtp_lx(folder: Path, split: str) -> Iterator[Record]:
         if str(e["Index"]) in russian_groups and (source := _rtp_source(e)) is not None
     }
     chinese_groups = {str(e["Index"]): by_source[source] for e in chinese if (source := _rtp_source(e)) in by_source}
-    unseen = _Unseen()
+    unseen = UnseenTexts()
     for language, locale, entries, scores_key, groups in (
         ("en", "EN", english, "PromptAnnotationsRaw", english_groups),
         ("ru", "RU", russian, "AnnotationsRaw", russian_groups),

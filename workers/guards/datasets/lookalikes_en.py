@@ -22,28 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from topics.events import Risk
 from workers.guards import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_lines
-from workers.guards.datasets.records import Record, text_key
+from workers.guards.datasets.records import Record, UnseenTexts, text_key
 
 # A cell Excel replaced with a formula error on export: the prompt that stood there is lost, so the
 # row's label describes a text we no longer have (one CoCoNot "wildchats" row is exactly this).
 _LOST_TEXTS = frozenset({"#NAME?"})
-
-
-def _new_texts(texts: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    """``(key, text)`` pairs with stripped text, minus blanks, lost cells and exact repeats."""
-    seen: set[str] = set()
-    for key, raw in texts:
-        text = raw.strip()
-        if not text or text in _LOST_TEXTS or text in seen:
-            continue
-        seen.add(text)
-        yield key, text
 
 
 _PHTEST_LABELS = {"harmless": Risk.SAFE, "controversial": Risk.CONTROVERSIAL}
@@ -53,11 +42,13 @@ def read_phtest(folder: Path, split: str) -> Iterator[Record]:
     """PHTest pseudo-harmful prompts: ``harmless`` 2,069 are safe, ``controversial`` 1,191 are
     controversial (SOURCE.md: none is labelled harmful). Two prompts occur twice in the file with the
     same label; the repeat is skipped, leaving 2,068 / 1,190."""
-    rows = {row["ID"]: row for row in csv_rows(folder / "dataset_v0.1.csv")}
-    for row_id, text in _new_texts((row_id, row["Request"]) for row_id, row in rows.items()):
-        harmfulness = rows[row_id]["Harmfulness"]
+    unseen = UnseenTexts(_LOST_TEXTS)
+    for row in {row["ID"]: row for row in csv_rows(folder / "dataset_v0.1.csv")}.values():
+        if not (text := unseen.take(row["Request"])):
+            continue
+        harmfulness = row["Harmfulness"]
         yield Record(
-            uid=f"phtest/{split}/{row_id}",
+            uid=f"phtest/{split}/{row['ID']}",
             text=text,
             label=_PHTEST_LABELS[harmfulness],
             category=None,
@@ -121,9 +112,10 @@ def read_coconot(folder: Path, split: str) -> Iterator[Record]:
         ("pref", "coconot_pref.jsonl"),
     )
     for part, file_name in parts:
-        rows = {row["id"]: row for row in json_lines(folder / file_name)}
-        for row_id, text in _new_texts((row_id, row["prompt"]) for row_id, row in rows.items()):
-            row = rows[row_id]
+        unseen = UnseenTexts(_LOST_TEXTS)
+        for row in {row["id"]: row for row in json_lines(folder / file_name)}.values():
+            if not (text := unseen.take(row["prompt"])):
+                continue
             unsafe = part == "original" and row["category"] == _COCONOT_SAFETY
             yield _coconot_record(split, part, row, text, unsafe)
 
@@ -134,8 +126,10 @@ def read_oktest(folder: Path, split: str) -> Iterator[Record]:
     ``OKTest_heldout``); 10 prompts occur in both files, the corpus builder drops the repeat."""
     for file_name in ("OKTest.csv", "OKTest_heldout.csv"):
         stem = Path(file_name).stem
-        texts = ((str(index), row["prompt"]) for index, row in enumerate(csv_rows(folder / file_name)))
-        for index, text in _new_texts(texts):
+        unseen = UnseenTexts(_LOST_TEXTS)
+        for index, row in enumerate(csv_rows(folder / file_name)):
+            if not (text := unseen.take(row["prompt"])):
+                continue
             yield Record(
                 uid=f"oktest/{split}/{stem}/{index}",
                 text=text,
@@ -156,9 +150,11 @@ def read_wildjailbreak_eval(folder: Path, split: str) -> Iterator[Record]:
     jailbreak-style rewrites of harmful requests, the file gives no harm category) and 210
     ``adversarial_benign`` (safe: jailbreak framing around a harmless request). The file has no
     vanilla source prompts, so there is nothing to group."""
-    rows = list(csv_rows(folder / "eval.tsv", delimiter="\t"))
-    for index, text in _new_texts((str(index), row["adversarial"]) for index, row in enumerate(rows)):
-        data_type = rows[int(index)]["data_type"]
+    unseen = UnseenTexts(_LOST_TEXTS)
+    for index, row in enumerate(csv_rows(folder / "eval.tsv", delimiter="\t")):
+        if not (text := unseen.take(row["adversarial"])):
+            continue
+        data_type = row["data_type"]
         label = _WILDJAILBREAK_LABELS[data_type]
         yield Record(
             uid=f"wildjailbreak_eval/{split}/{index}",
@@ -186,17 +182,19 @@ def read_orbench_80k_subset(folder: Path, split: str) -> Iterator[Record]:
     translations, so both are ignored.
     """
     for category in _ORBENCH_CATEGORIES:
-        rows = {row["prompt_id"]: row for row in csv_rows(folder / f"orbench_{category}200.csv")}
-        for prompt_id, text in _new_texts((prompt_id, row["text_en"]) for prompt_id, row in rows.items()):
+        unseen = UnseenTexts(_LOST_TEXTS)
+        for row in {row["prompt_id"]: row for row in csv_rows(folder / f"orbench_{category}200.csv")}.values():
+            if not (text := unseen.take(row["text_en"])):
+                continue
             yield Record(
-                uid=f"orbench_80k_subset/{split}/{prompt_id}",
+                uid=f"orbench_80k_subset/{split}/{row['prompt_id']}",
                 text=text,
                 label=Risk.SAFE,
                 category=None,
                 language="en",
                 dataset="orbench_80k_subset",
                 split=split,
-                subset=rows[prompt_id]["or_category"],
+                subset=row["or_category"],
             )
 
 
@@ -238,8 +236,10 @@ def read_orfuzz(folder: Path, split: str) -> Iterator[Record]:
 
     ``group`` ties prompts that wrap the same sentence in different meta-tasks, across both files.
     """
-    texts = ((str(index), row["input"]) for index, row in enumerate(csv_rows(folder / "ORFuzz.csv")))
-    for index, text in _new_texts(texts):
+    unseen = UnseenTexts(_LOST_TEXTS)
+    for index, row in enumerate(csv_rows(folder / "ORFuzz.csv")):
+        if not (text := unseen.take(row["input"])):
+            continue
         yield Record(
             uid=f"orfuzz/{split}/ORFuzz/{index}",
             text=text,
@@ -251,9 +251,11 @@ def read_orfuzz(folder: Path, split: str) -> Iterator[Record]:
             subset="ORFuzz",
             group=_orfuzz_group(text),
         )
-    rows = list(csv_rows(folder / "user_study.csv"))
-    for index, text in _new_texts((str(index), row["input"]) for index, row in enumerate(rows)):
-        source = rows[int(index)]["classification"]
+    unseen = UnseenTexts(_LOST_TEXTS)
+    for index, row in enumerate(csv_rows(folder / "user_study.csv")):
+        if not (text := unseen.take(row["input"])):
+            continue
+        source = row["classification"]
         yield Record(
             uid=f"orfuzz/{split}/user_study/{index}",
             text=text,

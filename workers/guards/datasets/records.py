@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -62,3 +63,23 @@ def text_key(text: str) -> str:
     """
     folded = unicodedata.normalize("NFKC", text).casefold()
     return _NON_WORD.sub(" ", folded).strip()
+
+
+class UnseenTexts:
+    """Stripped texts not taken before from this instance: one reader's pass over a file or set.
+
+    Blank texts, and the ``skip`` texts given up front (e.g. cells a spreadsheet export destroyed),
+    count as seen. The corpus builder dedupes across sets; this keeps one set from yielding a
+    prompt twice.
+    """
+
+    def __init__(self, skip: Iterable[str] = ()) -> None:
+        self._seen: set[str] = set(skip)
+
+    def take(self, raw: str) -> str | None:
+        """``raw`` stripped, or ``None`` when it is blank or was taken (or skipped) before."""
+        text = raw.strip()
+        if not text or text in self._seen:
+            return None
+        self._seen.add(text)
+        return text
