@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.guards.datasets.registry import EVALUATION_SETS, dataset_root
+from workers.guards.datasets.registry import EVALUATION_SETS, SET_GROUPS, TRAINING_SETS, dataset_root, training_sets
 from workers.guards.evaluation import GUARDS
 from workers.guards.metrics import POLICIES
 from workers.guards.stream_heads.responses import RESPONSE_EVALUATION_SETS
@@ -38,6 +38,13 @@ DOCS = Path("docs")
 EVAL_SPLICE_SEED = 0
 """Seed of the spliced evaluation examples (partner and prefix length), fixed so runs compare."""
 EMBEDDING_CACHE = Path(".streamwarden/cache/embeddings")
+SETS_HELP = f"training sets to read: names or {', '.join(SET_GROUPS)} (default: all)"
+
+
+def _add_sets_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sets", nargs="+", choices=(*SET_GROUPS, *TRAINING_SETS), default=["all"], metavar="NAME", help=SETS_HELP
+    )
 
 
 def command_group(subparsers: Subparsers, name: str, help_text: str) -> Subparsers:
@@ -67,6 +74,7 @@ def register(subparsers: Subparsers) -> None:
     prefilter.add_argument("--encoder-dtype", choices=("bfloat16", "float32"), default="bfloat16")
     prefilter.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: shared/datasets)")
     prefilter.add_argument("--cache-dir", type=Path, default=EMBEDDING_CACHE, help="embedding cache")
+    _add_sets_option(prefilter)
     prefilter.set_defaults(handler=_train_prefilter)
     _register_stream_heads(train_targets)
 
@@ -122,6 +130,7 @@ def _register_stream_heads(train_targets: Subparsers) -> None:
     heads.add_argument("--datasets", type=Path, default=None, help="datasets folder (default: shared/datasets)")
     heads.add_argument("--prompts", type=Path, default=None, help="your own labelled prompts (JSON lines)")
     heads.add_argument("--responses", type=Path, default=None, help="your own labelled responses (JSON lines)")
+    _add_sets_option(heads)
     heads.add_argument(
         "--layers", type=int, default=None, help="keep only the backbone's first N decoder layers (default: all)"
     )
@@ -156,6 +165,7 @@ def _train_stream_heads(args: argparse.Namespace, settings: Settings) -> int:
             data_root=args.datasets,
             prompts=args.prompts,
             responses=args.responses,
+            prompt_sets=training_sets(args.sets),
             device=args.device,
             dtype=args.dtype,
             seed=args.seed,
@@ -208,6 +218,7 @@ def _train_prefilter(args: argparse.Namespace, settings: Settings) -> int:
             subset=args.subset,
             encoder=args.encoder,
             encoder_dtype=args.encoder_dtype,
+            datasets=training_sets(args.sets),
             data_root=args.data_dir,
             cache_dir=args.cache_dir,
         )

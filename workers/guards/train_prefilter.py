@@ -34,7 +34,7 @@ from topics.events import Risk
 from workers.backends.base import RISK_ORDER
 from workers.guards.datasets.corpus import describe, fingerprint, training_corpus
 from workers.guards.datasets.records import Purpose, Record
-from workers.guards.datasets.registry import DATASETS, TRAINING_SETS, dataset_root
+from workers.guards.datasets.registry import DATASETS, TRAINING_SETS, dataset_root, sets_option
 from workers.guards.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
 from workers.guards.head import PrefilterHead
 from workers.guards.meta import HEAD_FILE, PrefilterMeta, Thresholds
@@ -82,7 +82,7 @@ class TrainConfig:
             parts += ["--encoder", self.encoder]
         if self.encoder_dtype != "bfloat16":
             parts += ["--encoder-dtype", self.encoder_dtype]
-        return " ".join(parts)
+        return " ".join(parts + sets_option(self.datasets))
 
 
 def is_validation(record: Record, *, seed: int, fraction: float) -> bool:

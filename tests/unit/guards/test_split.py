@@ -15,10 +15,13 @@ from workers.guards.datasets.records import Purpose, Record, text_key
 from workers.guards.datasets.registry import (
     DATASETS,
     EVALUATION_SETS,
+    FIRST_BATCH_TRAINING_SETS,
     TRAINING_SETS,
     SplitViolation,
     dataset_root,
     load,
+    sets_option,
+    training_sets,
 )
 
 # shared/datasets/README.md, "How to use them: train vs. evaluate".
@@ -43,7 +46,19 @@ README_TRAIN = {
     "multijail",
     "cvalues_zh",
     "russe_detox_2022",
+    # The second batch ("Added training-side sets").
+    "phtest",
+    "coconot",
+    "oktest",
+    "wildjailbreak_eval",
+    "orbench_80k_subset",
+    "orfuzz",
+    "red_instruct_harmful_questions",
+    "jade_db_zh",
+    "rtp_lx",
 }
+NON_COMMERCIAL = {"toxicn_zh", "ru_sensitive_inappropriate"}
+"""Sets the README keeps out of any default the project ships."""
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +95,32 @@ def test_test_splits_refuse_training(name: str, split: str, root: Path) -> None:
 def test_training_sets_are_not_evaluation_sets(name: str, root: Path) -> None:
     with pytest.raises(SplitViolation):
         load(name, Purpose.EVAL, root)
+
+
+def test_non_commercial_sets_are_not_training_sets() -> None:
+    assert NON_COMMERCIAL.isdisjoint(TRAINING_SETS)
+
+
+def test_first_batch_is_the_corpus_the_shipped_artifacts_name() -> None:
+    """The shipped stream heads record the sets they were trained on; ``--sets first-batch`` is them."""
+    import json
+
+    config = json.loads((Path(registry.__file__).parents[2] / "models/stream/config.json").read_text())
+    assert set(FIRST_BATCH_TRAINING_SETS) == set(config["streamwarden"]["training"]["prompt_datasets"])
+    assert set(FIRST_BATCH_TRAINING_SETS) < set(TRAINING_SETS)
+
+
+def test_sets_option_round_trips_through_training_sets() -> None:
+    assert training_sets(["all"]) == TRAINING_SETS and sets_option(TRAINING_SETS) == []
+    assert training_sets(["first-batch"]) == FIRST_BATCH_TRAINING_SETS
+    assert sets_option(FIRST_BATCH_TRAINING_SETS) == ["--sets", "first-batch"]
+    chosen = training_sets(["phtest", "advbench", "phtest"])
+    assert chosen == ("advbench", "phtest")  # registry order, once each
+    assert training_sets(sets_option(chosen)[1:]) == chosen
+    with pytest.raises(SplitViolation):
+        training_sets(["xstest"])
+    with pytest.raises(KeyError):
+        training_sets(["toxicn_zh"])
 
 
 def test_unknown_names_are_errors(root: Path) -> None:

