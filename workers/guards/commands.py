@@ -18,7 +18,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.guards.datasets.registry import EVALUATION_SETS, SET_GROUPS, TRAINING_SETS, dataset_root, training_sets
+from workers.guards.datasets.registry import (
+    ALL_TRAINING_SETS,
+    EVALUATION_SETS,
+    SET_GROUPS,
+    TRAINING_SETS,
+    dataset_root,
+    training_sets,
+)
 from workers.guards.evaluation import GUARDS
 from workers.guards.metrics import POLICIES
 from workers.guards.stream_heads.responses import RESPONSE_EVALUATION_SETS
@@ -38,12 +45,15 @@ DOCS = Path("docs")
 EVAL_SPLICE_SEED = 0
 """Seed of the spliced evaluation examples (partner and prefix length), fixed so runs compare."""
 EMBEDDING_CACHE = Path(".streamwarden/cache/embeddings")
-SETS_HELP = f"training sets to read: names or {', '.join(SET_GROUPS)} (default: all)"
+SETS_HELP = (
+    f"training sets to read: names or {', '.join(SET_GROUPS)} (default: all); "
+    "sets of answers only feed the stream heads' answer paths"
+)
 
 
 def _add_sets_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--sets", nargs="+", choices=(*SET_GROUPS, *TRAINING_SETS), default=["all"], metavar="NAME", help=SETS_HELP
+        "--sets", nargs="+", choices=(*SET_GROUPS, *ALL_TRAINING_SETS), default=["all"], metavar="NAME", help=SETS_HELP
     )
 
 
@@ -165,7 +175,7 @@ def _train_stream_heads(args: argparse.Namespace, settings: Settings) -> int:
             data_root=args.datasets,
             prompts=args.prompts,
             responses=args.responses,
-            prompt_sets=training_sets(args.sets),
+            sets=training_sets(args.sets),
             device=args.device,
             dtype=args.dtype,
             seed=args.seed,
@@ -218,7 +228,7 @@ def _train_prefilter(args: argparse.Namespace, settings: Settings) -> int:
             subset=args.subset,
             encoder=args.encoder,
             encoder_dtype=args.encoder_dtype,
-            datasets=training_sets(args.sets),
+            datasets=tuple(name for name in training_sets(args.sets) if name in TRAINING_SETS),
             data_root=args.data_dir,
             cache_dir=args.cache_dir,
         )

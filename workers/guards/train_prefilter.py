@@ -82,7 +82,7 @@ class TrainConfig:
             parts += ["--encoder", self.encoder]
         if self.encoder_dtype != "bfloat16":
             parts += ["--encoder-dtype", self.encoder_dtype]
-        return " ".join(parts + sets_option(self.datasets))
+        return " ".join(parts + sets_option(self.datasets, TRAINING_SETS))
 
 
 def is_validation(record: Record, *, seed: int, fraction: float) -> bool:

@@ -13,6 +13,8 @@ from workers.guards.datasets import registry
 from workers.guards.datasets.corpus import evaluation_sets, training_corpus
 from workers.guards.datasets.records import Purpose, Record, text_key
 from workers.guards.datasets.registry import (
+    ALL_TRAINING_SETS,
+    ANSWER_ONLY_SETS,
     DATASETS,
     EVALUATION_SETS,
     FIRST_BATCH_TRAINING_SETS,
@@ -56,6 +58,11 @@ README_TRAIN = {
     "red_instruct_harmful_questions",
     "jade_db_zh",
     "rtp_lx",
+    "diasafety",
+    "gptfuzz_labeled_responses",
+    "safetext",
+    "latent_jailbreak",
+    "safety_tuned_llamas",
 }
 NON_COMMERCIAL = {"toxicn_zh", "ru_sensitive_inappropriate"}
 """Sets the README keeps out of any default the project ships."""
@@ -101,21 +108,24 @@ def test_non_commercial_sets_are_not_training_sets() -> None:
     assert NON_COMMERCIAL.isdisjoint(TRAINING_SETS)
 
 
-def test_first_batch_is_the_corpus_the_shipped_artifacts_name() -> None:
-    """The shipped stream heads record the sets they were trained on; ``--sets first-batch`` is them."""
-    import json
-
-    config = json.loads((Path(registry.__file__).parents[2] / "models/stream/config.json").read_text())
-    assert set(FIRST_BATCH_TRAINING_SETS) == set(config["streamwarden"]["training"]["prompt_datasets"])
-    assert set(FIRST_BATCH_TRAINING_SETS) < set(TRAINING_SETS)
+def test_answer_only_sets_are_training_sets_without_prompts(root: Path) -> None:
+    assert set(ANSWER_ONLY_SETS) == {"diasafety", "gptfuzz_labeled_responses", "safetext", "latent_jailbreak",
+                                     "safety_tuned_llamas"}  # fmt: skip
+    assert set(ALL_TRAINING_SETS) == set(TRAINING_SETS) | set(ANSWER_ONLY_SETS)
+    assert set(TRAINING_SETS).isdisjoint(ANSWER_ONLY_SETS)
+    with pytest.raises(KeyError, match="answers only"):
+        load("safetext", Purpose.TRAIN, root)
 
 
 def test_sets_option_round_trips_through_training_sets() -> None:
-    assert training_sets(["all"]) == TRAINING_SETS and sets_option(TRAINING_SETS) == []
+    assert training_sets(["all"]) == ALL_TRAINING_SETS and sets_option(ALL_TRAINING_SETS) == []
+    assert sets_option(TRAINING_SETS, TRAINING_SETS) == []  # all a prompt-only command can read
     assert training_sets(["first-batch"]) == FIRST_BATCH_TRAINING_SETS
+    assert set(FIRST_BATCH_TRAINING_SETS) < set(TRAINING_SETS)
     assert sets_option(FIRST_BATCH_TRAINING_SETS) == ["--sets", "first-batch"]
-    chosen = training_sets(["phtest", "advbench", "phtest"])
-    assert chosen == ("advbench", "phtest")  # registry order, once each
+    assert sets_option(FIRST_BATCH_TRAINING_SETS, TRAINING_SETS) == ["--sets", "first-batch"]
+    chosen = training_sets(["phtest", "advbench", "phtest", "safetext"])
+    assert chosen == ("advbench", "phtest", "safetext")  # registry order, once each
     assert training_sets(sets_option(chosen)[1:]) == chosen
     with pytest.raises(SplitViolation):
         training_sets(["xstest"])

@@ -11,14 +11,10 @@ from workers.engine.template import ChatFormat, packaged_qwen3_tokenizer_dir
 from workers.guards.datasets import registry
 from workers.guards.datasets.records import Purpose, text_key
 from workers.guards.datasets.registry import DATASETS, SplitViolation, dataset_root
+from workers.guards.stream_heads.answers import ResponseRecord
 from workers.guards.stream_heads.data import build_training_data, held_out_keys, in_validation
 from workers.guards.stream_heads.labels import IGNORE, SAFE, UNSAFE, category_target
-from workers.guards.stream_heads.responses import (
-    RESPONSE_EVALUATION_SETS,
-    RESPONSE_TRAINING_SETS,
-    ResponseRecord,
-    load_responses,
-)
+from workers.guards.stream_heads.responses import RESPONSE_EVALUATION_SETS, RESPONSE_TRAINING_SETS, load_responses
 from workers.guards.stream_heads.streams import leading_sentences, natural, sentence_end, spliced, streamed_examples
 from workers.guards.stream_heads.tokens import response_targets, tokenize_response
 
@@ -40,8 +36,21 @@ def _answer(uid: str, text: str, *, harmful: bool, group: str = "g") -> Response
 
 
 def test_response_sets_follow_the_readme_split(root: Path) -> None:
-    assert RESPONSE_TRAINING_SETS == ("do_not_answer", "jailbreakbench_artifacts")
+    assert RESPONSE_TRAINING_SETS == (
+        "do_not_answer",
+        "jailbreakbench_artifacts",
+        "phtest",
+        "coconot",
+        "jade_db_zh",
+        "safety_tuned_llamas",
+        "diasafety",
+        "gptfuzz_labeled_responses",
+        "safetext",
+        "latent_jailbreak",
+    )
     assert RESPONSE_EVALUATION_SETS == ("xstest", "ru_hatespeech_mera")
+    # A set of answers only is read through its answer reader or not at all.
+    assert set(registry.ANSWER_ONLY_SETS) <= set(RESPONSE_TRAINING_SETS)
     for name in RESPONSE_EVALUATION_SETS:
         with pytest.raises(SplitViolation):
             load_responses(name, Purpose.TRAIN, root)
@@ -91,7 +100,9 @@ def test_training_data_reads_only_training_splits(
     # Every xstest completion and ruHateSpeech reply is held out, not just the prompts.
     for answer in load_responses("xstest", Purpose.EVAL, root)[:50]:
         assert text_key(answer.response) in held_out
-    assert data.summary["response_datasets"] == {"do_not_answer": ["full"], "jailbreakbench_artifacts": ["full"]}
+    assert data.summary["response_datasets"] == {
+        name: list(DATASETS[name].splits_for(Purpose.TRAIN)) for name in RESPONSE_TRAINING_SETS
+    }
     assert "xstest" not in data.summary["prompt_datasets"]
 
 

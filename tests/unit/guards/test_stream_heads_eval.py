@@ -18,7 +18,7 @@ from workers.guards import report
 from workers.guards.datasets.records import Record
 from workers.guards.evaluation import evaluate, evaluate_responses, stream_response
 from workers.guards.metrics import STREAM_BINS, StreamOutcome, stream_timing, summarise_streams
-from workers.guards.stream_heads.responses import ResponseRecord
+from workers.guards.stream_heads.answers import ResponseRecord
 from workers.guards.stream_heads.streams import StreamedResponse, natural, spliced
 from workers.guards.stream_heads.tokens import tokenize_response
 from workers.guards.taxonomy import QUERY_CATEGORIES

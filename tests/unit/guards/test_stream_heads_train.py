@@ -265,7 +265,7 @@ def test_the_sets_option_selects_and_records_the_prompt_sets() -> None:
     args = build_parser().parse_args(["train", "stream-heads", "--out", "o", "--sets", "first-batch", "phtest"])
     chosen = training_sets(args.sets)
     assert chosen == (*FIRST_BATCH_TRAINING_SETS, "phtest")
-    command = TrainConfig(out=Path("o"), prompt_sets=chosen).command()
+    command = TrainConfig(out=Path("o"), sets=chosen).command()
     assert command.endswith(" --sets " + " ".join(chosen))
     assert "--sets" not in TrainConfig(out=Path("o")).command()  # the default: every training set
     with pytest.raises(SystemExit):

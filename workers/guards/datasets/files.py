@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 
-def csv_rows(path: Path, *, delimiter: str = ",", quoted: bool = True) -> Iterator[dict[str, str]]:
-    """Rows of a CSV/TSV file with a header line, as dicts (a leading BOM is dropped).
+def csv_rows(
+    path: Path, *, delimiter: str = ",", quoted: bool = True, encoding: str = "utf-8-sig"
+) -> Iterator[dict[str, str]]:
+    """Rows of a CSV/TSV file with a header line, as dicts (a leading UTF-8 BOM is dropped).
 
-    ``quoted=False`` reads quote characters as text (files released without CSV quoting).
+    ``quoted=False`` reads quote characters as text (files released without CSV quoting);
+    ``encoding`` names another codec for files released in one (e.g. ``gb18030``).
     """
     csv.field_size_limit(1 << 24)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with path.open(encoding=encoding, newline="") as handle:
         if quoted:
             yield from csv.DictReader(handle, delimiter=delimiter)
         else:

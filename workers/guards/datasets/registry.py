@@ -39,17 +39,21 @@ class DatasetMissing(FileNotFoundError):
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpec:
-    """A dataset folder, its reader and the purpose of each of its splits."""
+    """A dataset folder, its prompt reader and the purpose of each of its splits.
+
+    ``reader`` is None for a set of answers only (prompt, answer, harm label), which has no prompt
+    records: its answers are read by ``workers.guards.stream_heads.responses``, under the same split.
+    """
 
     name: str
-    reader: Reader
+    reader: Reader | None
     splits: Mapping[str, Purpose]
 
     def splits_for(self, purpose: Purpose) -> tuple[str, ...]:
         return tuple(split for split, allowed in self.splits.items() if allowed is purpose)
 
 
-def _spec(name: str, reader: Reader, **splits: Purpose) -> DatasetSpec:
+def _spec(name: str, reader: Reader | None, **splits: Purpose) -> DatasetSpec:
     return DatasetSpec(name=name, reader=reader, splits=MappingProxyType(splits))
 
 
@@ -89,19 +93,35 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             _spec("red_instruct_harmful_questions", added_prompts.read_red_instruct_harmful_questions, full=_TRAIN),
             _spec("jade_db_zh", added_prompts.read_jade_db_zh, full=_TRAIN),
             _spec("rtp_lx", added_prompts.read_rtp_lx, full=_TRAIN),
+            # Answers only (read by stream_heads.responses).
+            _spec("diasafety", None, train=_TRAIN, val=_TRAIN, test=_TRAIN),
+            _spec("gptfuzz_labeled_responses", None, train=_TRAIN, evaluate=_TRAIN),
+            _spec("safetext", None, full=_TRAIN),
+            _spec("latent_jailbreak", None, full=_TRAIN),
+            _spec("safety_tuned_llamas", None, full=_TRAIN),
         )
     }
 )
 
-TRAINING_SETS: tuple[str, ...] = tuple(name for name, spec in DATASETS.items() if spec.splits_for(_TRAIN))
-"""Every dataset with a split that may be trained on (the default corpus of both training commands)."""
+TRAINING_SETS: tuple[str, ...] = tuple(
+    name for name, spec in DATASETS.items() if spec.reader is not None and spec.splits_for(_TRAIN)
+)
+"""Every dataset with prompts that may be trained on (the default prompt corpus of both training commands)."""
+
+ANSWER_ONLY_SETS: tuple[str, ...] = tuple(
+    name for name, spec in DATASETS.items() if spec.reader is None and spec.splits_for(_TRAIN)
+)
+"""Datasets of answers only that may be trained on (the stream heads' response paths read them)."""
+
+ALL_TRAINING_SETS: tuple[str, ...] = tuple(name for name in DATASETS if name in {*TRAINING_SETS, *ANSWER_ONLY_SETS})
+"""Every dataset with a split that may be trained on, prompts or answers, in registry order."""
 
 FIRST_BATCH_TRAINING_SETS: tuple[str, ...] = TRAINING_SETS[: TRAINING_SETS.index("russe_detox_2022") + 1]
 """The training sets registered before the second batch (every set listed above it in ``DATASETS``):
 the corpus the shipped prefilter and stream heads were trained on. ``--sets first-batch`` selects it."""
 
 SET_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"all": TRAINING_SETS, "first-batch": FIRST_BATCH_TRAINING_SETS}
+    {"all": ALL_TRAINING_SETS, "first-batch": FIRST_BATCH_TRAINING_SETS}
 )
 """Names a training command's ``--sets`` accepts besides dataset names."""
 
@@ -117,22 +137,28 @@ def training_sets(names: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         if name in SET_GROUPS:
             wanted.update(SET_GROUPS[name])
-        elif name in TRAINING_SETS:
+        elif name in ALL_TRAINING_SETS:
             wanted.add(name)
         elif name in DATASETS:
             raise SplitViolation(f"{name} is for evaluation only; it cannot be trained on")
         else:
-            raise KeyError(f"unknown training set {name!r}; known: {', '.join((*SET_GROUPS, *TRAINING_SETS))}")
-    return tuple(name for name in TRAINING_SETS if name in wanted)
+            raise KeyError(f"unknown training set {name!r}; known: {', '.join((*SET_GROUPS, *ALL_TRAINING_SETS))}")
+    return tuple(name for name in ALL_TRAINING_SETS if name in wanted)
 
 
-def sets_option(names: Sequence[str]) -> list[str]:
-    """The ``--sets`` arguments that select ``names`` (none for the default, every training set)."""
-    chosen = tuple(names)
-    if chosen == TRAINING_SETS:
+def sets_option(names: Sequence[str], universe: Sequence[str] = ALL_TRAINING_SETS) -> list[str]:
+    """The ``--sets`` arguments that select ``names`` out of ``universe`` (the sets a command can read).
+
+    None when ``names`` is all of ``universe`` (the default), a group's name when it is that group's
+    part of ``universe``, else the names themselves.
+    """
+    chosen = set(names)
+    if chosen == set(universe):
         return []
-    group = next((key for key, members in SET_GROUPS.items() if members == chosen), None)
-    return ["--sets", group] if group is not None else ["--sets", *chosen]
+    for group, members in SET_GROUPS.items():
+        if chosen == set(members) & set(universe):
+            return ["--sets", group]
+    return ["--sets", *(name for name in universe if name in chosen)]
 
 
 EVALUATION_SETS: tuple[str, ...] = tuple(name for name, spec in DATASETS.items() if spec.splits_for(_EVAL))
@@ -157,7 +183,7 @@ def load(name: str, purpose: Purpose, root: Path, splits: tuple[str, ...] | None
     """Read the splits of ``name`` allowed for ``purpose`` (all of them unless ``splits`` names some).
 
     Raises:
-        KeyError: unknown dataset.
+        KeyError: unknown dataset, or one of answers only.
         SplitViolation: a requested split is not allowed for ``purpose``, or ``name`` has none that is.
         DatasetMissing: the dataset folder is absent.
     """
@@ -173,7 +199,10 @@ def load(name: str, purpose: Purpose, root: Path, splits: tuple[str, ...] | None
             raise KeyError(f"{name} has no split {split!r}; it has {', '.join(spec.splits)}")
         if allowed is not purpose:
             raise SplitViolation(f"{name}/{split} is for {allowed.value} only; refusing to read it for {purpose.value}")
+    if spec.reader is None:
+        raise KeyError(f"{name} holds answers only, no prompts (stream_heads.responses.load_responses reads them)")
     folder = root / name
     if not folder.is_dir():
         raise DatasetMissing(f"dataset folder {folder} is missing")
-    return [record for split in wanted for record in spec.reader(folder, split)]
+    reader = spec.reader
+    return [record for split in wanted for record in reader(folder, split)]

@@ -33,13 +33,9 @@ import numpy as np
 from workers.guards.datasets.corpus import describe, evaluation_keys, fingerprint, training_corpus
 from workers.guards.datasets.records import Purpose, Record, text_key
 from workers.guards.datasets.registry import DATASETS, TRAINING_SETS
+from workers.guards.stream_heads.answers import ResponseRecord
 from workers.guards.stream_heads.labels import SAFE, UNSAFE, category_target, risk_target
-from workers.guards.stream_heads.responses import (
-    RESPONSE_EVALUATION_SETS,
-    RESPONSE_TRAINING_SETS,
-    ResponseRecord,
-    load_responses,
-)
+from workers.guards.stream_heads.responses import RESPONSE_EVALUATION_SETS, RESPONSE_TRAINING_SETS, load_responses
 from workers.guards.stream_heads.streams import StreamedResponse, streamed_examples
 from workers.guards.stream_heads.tokens import (
     TokenizedResponse,

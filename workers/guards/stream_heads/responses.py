@@ -1,12 +1,16 @@
 """Response sets (a prompt, a model's answer, whether the answer is harmful), split enforced.
 
-Four datasets carry answers: Do-Not-Answer and the JailbreakBench artifacts may be trained on,
-XSTest's labelled completions and ruHateSpeech are evaluation-only. ``load_responses`` refuses a
-purpose the dataset's split does not allow, through the same registry (and the same
-``SplitViolation``) as every prompt loader, and takes each answer's category and grouping from
-that dataset's prompt records read by ``registry.load``.
+``RESPONSE_READERS`` names the answer reader of every dataset that carries answers: the four of
+the first batch here (Do-Not-Answer and the JailbreakBench artifacts may be trained on, XSTest's
+labelled completions and ruHateSpeech are evaluation-only), and the second batch's training sets
+in ``answers_lookalike`` (answers to look-alike and harmful prompts: PHTest, CoCoNot, JADE-DB,
+Safety-Tuned LLaMAs) and ``answers_dialogue`` (DiaSafety, GPTFuzz, SafeText, Latent Jailbreak).
+``load_responses`` refuses a purpose the dataset's split does not allow, through the same registry
+(and the same ``SplitViolation``) as every prompt loader, and hands each reader that split's
+prompt records read by ``registry.load`` (for their categories and grouping; empty for a set of
+answers only).
 
-Labels:
+Labels of the first batch (the others' are in their modules):
 
 - Do-Not-Answer: the human ``<model>_harmful`` flag.
 - JailbreakBench: the ``jailbroken`` judge verdict (True: the answer complies harmfully).
@@ -17,43 +21,16 @@ Labels:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from workers.guards import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document
-from workers.guards.datasets.records import Purpose, Record
+from workers.guards.datasets.records import Purpose
 from workers.guards.datasets.registry import DATASETS, DatasetMissing, SplitViolation, load
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseRecord:
-    """One model answer to one prompt, labelled harmful or not (as a whole).
-
-    ``group`` names the prompt the answer belongs to (answers of one prompt share it and stay on
-    one side of a validation split; spliced examples pair answers within a group). ``category`` is
-    one of ``taxonomy.QUERY_CATEGORIES`` or None.
-    """
-
-    uid: str
-    dataset: str
-    split: str
-    prompt: str
-    response: str
-    harmful: bool
-    category: str | None
-    language: str
-    group: str
-    source: str
-    """The model (and attack) that wrote the answer."""
-    harmful_from: int | None = None
-    """Character offset where a harmful answer turns harmful, when a dataset says (else 0)."""
-
-
-PromptIndex = Mapping[str, Record]
-ResponseReader = Callable[[Path, str, PromptIndex], Iterator[ResponseRecord]]
+from workers.guards.stream_heads import answers_dialogue, answers_lookalike
+from workers.guards.stream_heads.answers import PromptIndex, ResponseReader, ResponseRecord
 
 _DNA_MODELS: tuple[str, ...] = ("GPT4", "ChatGPT", "Claude", "ChatGLM2", "llama2-7b-chat", "vicuna-7b")
 
@@ -152,6 +129,15 @@ RESPONSE_READERS: Mapping[str, ResponseReader] = MappingProxyType(
         "jailbreakbench_artifacts": read_jailbreakbench_artifacts,
         "xstest": read_xstest,
         "ru_hatespeech_mera": read_ru_hatespeech_mera,
+        # The second batch: answers to look-alike and harmful prompts, then sets of answers only.
+        "phtest": answers_lookalike.read_phtest,
+        "coconot": answers_lookalike.read_coconot,
+        "jade_db_zh": answers_lookalike.read_jade_db_zh,
+        "safety_tuned_llamas": answers_lookalike.read_safety_tuned_llamas,
+        "diasafety": answers_dialogue.read_diasafety,
+        "gptfuzz_labeled_responses": answers_dialogue.read_gptfuzz_labeled_responses,
+        "safetext": answers_dialogue.read_safetext,
+        "latent_jailbreak": answers_dialogue.read_latent_jailbreak,
     }
 )
 RESPONSE_TRAINING_SETS: tuple[str, ...] = tuple(
@@ -182,7 +168,8 @@ def load_responses(name: str, purpose: Purpose, root: Path) -> list[ResponseReco
     if not folder.is_dir():
         raise DatasetMissing(f"dataset folder {folder} is missing")
     records: list[ResponseRecord] = []
+    has_prompts = DATASETS[name].reader is not None
     for split in splits:
-        prompts = {record.uid: record for record in load(name, purpose, root, (split,))}
+        prompts = {record.uid: record for record in load(name, purpose, root, (split,))} if has_prompts else {}
         records.extend(reader(folder, split, prompts))
     return records

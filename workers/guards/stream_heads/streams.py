@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from workers.guards.stream_heads.responses import ResponseRecord
+from workers.guards.stream_heads.answers import ResponseRecord
 
 Kind = Literal["natural", "spliced"]
 SPLICE_SEPARATOR = "\n\n"

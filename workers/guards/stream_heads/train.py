@@ -28,7 +28,13 @@ import numpy as np
 import torch
 
 from workers.engine.checkpoint import METADATA_KEY
-from workers.guards.datasets.registry import TRAINING_SETS, DatasetMissing, dataset_root, sets_option
+from workers.guards.datasets.registry import (
+    ALL_TRAINING_SETS,
+    TRAINING_SETS,
+    DatasetMissing,
+    dataset_root,
+    sets_option,
+)
 from workers.guards.stream_heads.artifact import write_artifact, write_checkpoint_dir
 from workers.guards.stream_heads.backbone import (
     SMOLLM2,
@@ -42,6 +48,7 @@ from workers.guards.stream_heads.data import TrainingData, build_training_data
 from workers.guards.stream_heads.features import extract_features
 from workers.guards.stream_heads.fitting import FitResult, FitSettings, fit_heads
 from workers.guards.stream_heads.labels import guard_keys
+from workers.guards.stream_heads.responses import RESPONSE_TRAINING_SETS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -66,8 +73,9 @@ class TrainConfig:
     """A user's prompt file (``user_data``) instead of the public training prompts."""
     responses: Path | None = None
     """A user's response file (``user_data``) instead of the public training responses."""
-    prompt_sets: tuple[str, ...] = TRAINING_SETS
-    """The public training sets whose prompts are read (when ``prompts`` is not given)."""
+    sets: tuple[str, ...] = ALL_TRAINING_SETS
+    """The public training sets read: the prompts of those that have prompts (unless ``prompts`` is
+    given) and the answers of those that have answers (unless ``responses`` is given)."""
     ship: Path | None = None
     layers: int | None = None
     """Keep only the backbone's first ``layers`` decoder layers (``truncate_backbone``); all by default."""
@@ -112,8 +120,8 @@ class TrainConfig:
             parts += ["--inner-size", str(self.inner_size)]
         if self.safe_weights != DEFAULT_SAFE_WEIGHTS:
             parts += ["--safe-weights", *(f"{w:g}" for w in self.safe_weights)]
-        if self.prompts is None:
-            parts += sets_option(self.prompt_sets)
+        if self.prompts is None or self.responses is None:
+            parts += sets_option(self.sets)
         if self.ship is not None:
             parts += ["--ship", str(self.ship)]
         return " ".join(parts)
@@ -219,7 +227,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _data_root(config),
         prompt_file=config.prompts,
         response_file=config.responses,
-        prompt_sets=config.prompt_sets,
+        prompt_sets=tuple(name for name in config.sets if name in TRAINING_SETS),
+        response_sets=tuple(name for name in config.sets if name in RESPONSE_TRAINING_SETS),
         seed=config.seed,
         subset=config.subset,
         max_tokens=config.max_tokens,

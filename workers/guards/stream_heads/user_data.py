@@ -24,7 +24,7 @@ from typing import Any
 
 from topics.events import Risk
 from workers.guards.datasets.records import Record
-from workers.guards.stream_heads.responses import ResponseRecord
+from workers.guards.stream_heads.answers import ResponseRecord
 from workers.guards.taxonomy import canonical_category
 
 
