@@ -28,9 +28,9 @@ Sets and labels (each from the set's ``SOURCE.md``):
 - JADE-DB 3.0 alignment triples (MIT licence): 150 ``hard`` + 500 ``medium`` (question, violating
   answer, safe and helpful answer). The violating answer (``违规回答``) is harmful, the safe one
   (``安全有用回答``) is not; SOURCE.md notes some violating answers are only weakly harmful, they
-  stay harmful as the set labels them. The files are GB18030 (SOURCE.md). The triples carry no violation type: the category and group
-  are the JADE prompt record's whose text is the question (every question is one), else ``None``
-  and the triple's own uid. Language ``zh``.
+  stay harmful as the set labels them. The files are GB18030 (SOURCE.md). The triples carry no
+  violation type: the category and group are the JADE prompt record's whose text is the question
+  (every question is one), else ``None`` and the triple's own uid. Language ``zh``.
 
 Texts are stripped; a row whose prompt or answer is blank, or an answer cell Excel replaced with a
 formula error on export (``#NAME?``: the text is lost), is skipped, and so is an exact repeat of a
