@@ -18,7 +18,7 @@ def root() -> Path:
     return dataset_root()
 
 
-@pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.parametrize("name", sorted(name for name, spec in DATASETS.items() if spec.reader is not None))
 def test_records_are_well_formed(name: str, root: Path) -> None:
     spec = DATASETS[name]
     for purpose in (Purpose.TRAIN, Purpose.EVAL):

@@ -22,11 +22,13 @@ from workers.engine.model import load_guard_model
 from workers.engine.scores import Head
 from workers.engine.template import ChatFormat, packaged_qwen3_tokenizer_dir
 from workers.engine.testing import QUERY_CATEGORIES, RESPONSE_CATEGORIES, RISK_LEVELS, make_test_checkpoint
-from workers.guards.datasets.registry import FIRST_BATCH_TRAINING_SETS, training_sets
+from workers.guards.datasets.records import Purpose
+from workers.guards.datasets.registry import DATASETS, FIRST_BATCH_TRAINING_SETS, training_sets
 from workers.guards.stream_heads import labels
 from workers.guards.stream_heads.artifact import HEADS_FILE, is_artifact, materialise
 from workers.guards.stream_heads.backbone import resolve_source
 from workers.guards.stream_heads.heads import StreamHeads
+from workers.guards.stream_heads.responses import RESPONSE_TRAINING_SETS
 from workers.guards.stream_heads.train import TrainConfig, train
 from workers.settings import load_settings
 
@@ -128,7 +130,9 @@ def test_checkpoint_is_a_real_guard_checkpoint(
     assert training["command"].startswith(f"streamwarden train stream-heads --out {path}")
     assert f"--subset {SUBSET}" in training["command"] and "--seed 0" in training["command"]
     assert training["seed"] == 0 and training["labelling"] == "latched-v1"
-    assert training["response_datasets"] == {"do_not_answer": ["full"], "jailbreakbench_artifacts": ["full"]}
+    assert training["response_datasets"] == {
+        name: list(DATASETS[name].splits_for(Purpose.TRAIN)) for name in RESPONSE_TRAINING_SETS
+    }
     assert "xstest" not in training["prompt_datasets"]
     assert meta["backbone"]["sha256"] == resolve_source(str(fake_backbone)).sha256
     for part in ("prompts", "responses"):
