@@ -113,7 +113,7 @@ ANSWER_ONLY_SETS: tuple[str, ...] = tuple(
 )
 """Datasets of answers only that may be trained on (the stream heads' response paths read them)."""
 
-ALL_TRAINING_SETS: tuple[str, ...] = tuple(name for name in DATASETS if name in {*TRAINING_SETS, *ANSWER_ONLY_SETS})
+ALL_TRAINING_SETS: tuple[str, ...] = tuple(name for name, spec in DATASETS.items() if spec.splits_for(_TRAIN))
 """Every dataset with a split that may be trained on, prompts or answers, in registry order."""
 
 FIRST_BATCH_TRAINING_SETS: tuple[str, ...] = TRAINING_SETS[: TRAINING_SETS.index("russe_detox_2022") + 1]
