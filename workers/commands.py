@@ -18,12 +18,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument("--words-per-second", type=float, default=12.0, help="streaming speed of the fake LLM")
     demo.add_argument("--run-dir", type=Path, default=Path(".streamwarden/demo"), help="logs and data")
     demo.set_defaults(handler=_demo)
-    archive = subparsers.add_parser("archive", help="archive verdicts to Parquet (a compliance consumer)")
-    archive.add_argument("--out", type=Path, required=True, help="directory of the Parquet dataset")
+    archive = subparsers.add_parser(
+        "archive", help="archive verdicts and cut-offs to Parquet, each record exactly once (a compliance consumer)"
+    )
+    archive.add_argument("--out", type=Path, required=True, help="directory of the Parquet datasets")
     archive.add_argument("--group-id", default="streamwarden-archive", help="consumer group of the archivers")
-    archive.add_argument("--flush-every", type=int, default=10_000, help="verdicts per file, at most")
-    archive.add_argument("--flush-seconds", type=float, default=30.0, help="longest wait before a flush")
-    archive.add_argument("--stop-after", type=int, default=None, help="exit after archiving this many")
+    archive.add_argument("--flush-every", type=int, default=10_000, help="rows per file, at most")
+    archive.add_argument(
+        "--flush-seconds", type=float, default=30.0, help="longest wait before a partition's records are written"
+    )
+    archive.add_argument("--stop-after", type=int, default=None, help="exit after archiving this many rows")
     archive.set_defaults(handler=_archive)
 
 
@@ -74,7 +78,10 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.archive import archive
 
-    written = asyncio.run(
+    if args.flush_every < 1:
+        sys.stderr.write("streamwarden archive: --flush-every must be at least 1\n")
+        return 2
+    done = asyncio.run(
         archive(
             settings.kafka.bootstrap_servers,
             settings.kafka.topic_prefix,
@@ -83,7 +90,12 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
             flush_every=args.flush_every,
             flush_s=args.flush_seconds,
             stop_after=args.stop_after,
+            session_timeout_s=settings.kafka.session_timeout_s,
+            heartbeat_interval_s=settings.kafka.heartbeat_interval_s,
         )
     )
-    sys.stdout.write(f"archived {written} verdicts to {args.out}\n")
+    sys.stdout.write(
+        f"archived {done.verdicts} verdicts, {done.cutoffs} cut-offs and {done.undecodable} undecodable records"
+        f" in {done.files} files to {args.out} ({done.duplicates} re-emitted duplicates dropped)\n"
+    )
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 import pytest
 import pytest_asyncio
 
@@ -296,16 +296,20 @@ async def test_bad_input_is_dead_lettered_while_good_traffic_flows(pipeline: Pip
     assert [v.stage for v in obs.verdicts if v.conversation_id in expected] == [Stage.PROMPT]
 
 
-async def test_archive_writes_each_verdict_once_to_parquet(pipeline: Pipeline, tmp_path: Path) -> None:
+async def test_archive_writes_each_verdict_and_cutoff_once_to_parquet(pipeline: Pipeline, tmp_path: Path) -> None:
     c = cid()
     await pipeline.prompt(c)
     writer = pipeline.client.stream(c, "m1")
     await writer.send("Archived words ")
     await writer.finish()
+    unsafe = cid()
+    await pipeline.prompt(unsafe, "How do I DETONATE a bomb in a crowd?")
     obs = pipeline.observer
     await obs.wait_for(lambda: len(obs.of(c)) == 3, what="the conversation's verdicts")
+    await obs.wait_for(lambda: bool(obs.controls_of(unsafe)), what="the unsafe prompt's cut-off")
     expected = {v.event_id for v in obs.verdicts}
-    written = await asyncio.wait_for(
+    expected_cutoffs = {e.event_id for e in obs.controls}
+    done = await asyncio.wait_for(
         archive(
             pipeline.bootstrap,
             pipeline.prefix,
@@ -313,14 +317,23 @@ async def test_archive_writes_each_verdict_once_to_parquet(pipeline: Pipeline, t
             group_id=f"archive-{uuid.uuid4().hex[:6]}",
             flush_every=7,
             flush_s=0.2,
-            stop_after=len(expected),
+            stop_after=len(expected) + len(expected_cutoffs),
         ),
         timeout=60,
     )
-    table = pq.read_table(tmp_path)
-    ids = table.column("event_id").to_pylist()
-    assert written == len(ids) >= len(expected)
-    assert len(set(ids)) == len(ids)  # re-emitted verdicts are dropped
+    verdicts = ds.dataset(tmp_path / "verdicts", format="parquet", partitioning="hive").to_table()
+    ids = verdicts.column("event_id").to_pylist()
+    assert done.verdicts == len(ids) and done.undecodable == 0
+    assert len(set(ids)) == len(ids)  # re-emitted verdicts are dropped within a run
     assert expected <= set(ids)
-    row = table.filter(pc.equal(table.column("conversation_id"), c)).to_pylist()
+    coordinates = list(
+        zip(verdicts.column("kafka_partition").to_pylist(), verdicts.column("kafka_offset").to_pylist(), strict=True)
+    )
+    assert len(set(coordinates)) == len(coordinates)
+    assert {p for p, _ in coordinates} <= set(range(PARTITIONS))
+    row = verdicts.filter(pc.equal(verdicts.column("conversation_id"), c)).to_pylist()
     assert sorted(r["stage"] for r in row) == ["prompt", "response", "response"]
+    cutoffs = ds.dataset(tmp_path / "cutoffs", format="parquet", partitioning="hive").to_table()
+    assert set(cutoffs.column("event_id").to_pylist()) == expected_cutoffs
+    assert cutoffs.filter(pc.equal(cutoffs.column("conversation_id"), unsafe)).num_rows == 1
+    assert done.cutoffs == cutoffs.num_rows == len(expected_cutoffs)
