@@ -149,6 +149,12 @@ def _register_stream_heads(train_targets: Subparsers) -> None:
                        help="feature-extraction dtype (auto: bfloat16 on CUDA, float32 on the CPU)")  # fmt: skip
     heads.add_argument("--seed", type=int, default=0, help="seed of the subset, validation split and training")
     heads.add_argument("--subset", type=int, default=None, help="train on N prompts and N answers (seeded)")
+    heads.add_argument(
+        "--answers-per-set",
+        type=int,
+        default=None,
+        help="at most N harmful and N safe answers of each response set (seeded)",
+    )
     heads.add_argument("--max-tokens", type=int, default=1024, help="longest training sequence, in tokens")
     heads.add_argument("--epochs", type=int, default=8, help="passes over each head path's training rows")
     heads.add_argument("--inner-size", type=int, default=256, help="guard_inner_size of the heads")
@@ -180,6 +186,7 @@ def _train_stream_heads(args: argparse.Namespace, settings: Settings) -> int:
             dtype=args.dtype,
             seed=args.seed,
             subset=args.subset,
+            answers_per_set=args.answers_per_set,
             max_tokens=args.max_tokens,
             epochs=args.epochs,
             inner_size=args.inner_size,

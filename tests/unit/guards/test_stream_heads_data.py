@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from workers.guards.datasets import registry
 from workers.guards.datasets.records import Purpose, text_key
 from workers.guards.datasets.registry import DATASETS, SplitViolation, dataset_root
 from workers.guards.stream_heads.answers import ResponseRecord
-from workers.guards.stream_heads.data import build_training_data, held_out_keys, in_validation
+from workers.guards.stream_heads.data import build_training_data, capped_per_set, held_out_keys, in_validation
 from workers.guards.stream_heads.labels import IGNORE, SAFE, UNSAFE, category_target
 from workers.guards.stream_heads.responses import RESPONSE_EVALUATION_SETS, RESPONSE_TRAINING_SETS, load_responses
 from workers.guards.stream_heads.streams import leading_sentences, natural, sentence_end, spliced, streamed_examples
@@ -172,6 +174,23 @@ def test_partners_are_seeded_and_order_independent() -> None:
     assert sorted(e.text for e in first) == sorted(e.text for e in second)
     assert sum(e.kind == "spliced" for e in first) == 3  # "lonely" has no safe partner
     assert sum(e.kind == "natural" for e in first) == len(records)
+
+
+def test_answers_per_set_caps_each_label_of_each_set_seeded() -> None:
+    records = [_answer(f"s{i}", f"Refusal {i}.", harmful=False) for i in range(10)]
+    records += [_answer(f"h{i}", f"Sure {i}.", harmful=True) for i in range(2)]
+    records += [dataclasses.replace(r, uid=f"j{r.uid}", dataset="jailbreakbench_artifacts") for r in records[:6]]
+    kept = capped_per_set(records, 3, seed=0)
+    counts = Counter((r.dataset, r.harmful) for r in kept)
+    assert counts == {
+        ("do_not_answer", False): 3,
+        ("do_not_answer", True): 2,  # a label with fewer than the cap keeps all of them
+        ("jailbreakbench_artifacts", False): 3,
+    }
+    assert kept == [r for r in records if r in kept]  # original order
+    assert kept == capped_per_set(records, 3, seed=0)
+    assert [r.uid for r in capped_per_set(records, 3, seed=1)] != [r.uid for r in kept]
+    assert capped_per_set(records, None, seed=0) == records
 
 
 def test_conditional_category_targets() -> None:

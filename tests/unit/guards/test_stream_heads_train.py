@@ -257,12 +257,15 @@ def test_a_guard_checkpoint_backbone_and_test_weights(tmp_path: Path) -> None:
 def test_cli_parses_train_stream_heads() -> None:
     args = build_parser().parse_args(
         ["train", "stream-heads", "--out", "o", "--gguf", "f.gguf", "--datasets", "d", "--device", "cuda",
-         "--seed", "3", "--subset", "9", "--max-tokens", "64", "--epochs", "2", "--ship", "s"]
+         "--seed", "3", "--subset", "9", "--max-tokens", "64", "--epochs", "2", "--ship", "s",
+         "--answers-per-set", "5"]
     )  # fmt: skip
     assert (args.out, args.gguf, args.datasets, args.device) == (Path("o"), Path("f.gguf"), Path("d"), "cuda")
     assert (args.seed, args.subset, args.max_tokens, args.epochs, args.ship) == (3, 9, 64, 2, Path("s"))
     assert args.backbone == "smollm2" and args.handler.__name__ == "_train_stream_heads"
-    assert args.sets == ["all"]
+    assert args.sets == ["all"] and args.answers_per_set == 5
+    assert "--answers-per-set 5" in TrainConfig(out=Path("o"), answers_per_set=5).command()
+    assert "--answers-per-set" not in TrainConfig(out=Path("o")).command()
 
 
 def test_the_sets_option_selects_and_records_the_prompt_sets() -> None:

@@ -67,6 +67,18 @@ def seeded_subset(items: Sequence[T], size: int | None, seed: int) -> list[T]:
     return [items[i] for i in sorted(chosen.tolist())]
 
 
+def capped_per_set(records: Sequence[ResponseRecord], cap: int | None, seed: int) -> list[ResponseRecord]:
+    """At most ``cap`` harmful and ``cap`` safe records of each dataset (``seeded_subset`` of
+    each), order kept."""
+    if cap is None:
+        return list(records)
+    by_set: dict[tuple[str, bool], list[ResponseRecord]] = {}
+    for record in records:
+        by_set.setdefault((record.dataset, record.harmful), []).append(record)
+    kept = {id(r) for members in by_set.values() for r in seeded_subset(members, cap, seed)}
+    return [r for r in records if id(r) in kept]
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseCorpus:
     """Training answers and what was removed to build them."""
@@ -276,6 +288,7 @@ def build_training_data(
     subset: int | None,
     max_tokens: int,
     val_fraction: float,
+    answers_per_set: int | None = None,
     prompt_file: Path | None = None,
     response_file: Path | None = None,
     prompt_sets: Sequence[str] = TRAINING_SETS,
@@ -287,13 +300,16 @@ def build_training_data(
     own data (``user_data``). ``root`` is the datasets folder; texts of its evaluation splits are
     dropped from user data too. It may be None only when both files are given, and then nothing
     can be checked against the evaluation sets: the summary says so (``held_out_check``).
-    ``subset`` samples that many prompt records and that many answers (seeded) before the
-    streamed examples are built.
+    ``answers_per_set`` keeps at most that many harmful and that many safe answers of each
+    dataset (a seeded sample, so a large set of one kind, e.g. PHTest's 13,000 safe answers,
+    does not dominate the answer tokens); ``subset`` then samples that many prompt records and
+    that many answers (seeded) before the streamed examples are built.
     """
     if root is None:
         logger.warning("no datasets folder: user data is not checked against the evaluation sets")
     corpus, prompt_record = _prompt_source(root, prompt_file, prompt_sets)
     answers, response_record = _response_source(root, response_file, response_sets)
+    answers = capped_per_set(answers, answers_per_set, seed)
     prompts = seeded_subset(corpus, subset, seed)
     chosen = seeded_subset(answers, subset, seed)
     examples = streamed_examples(chosen, seed=seed)

@@ -83,6 +83,8 @@ class TrainConfig:
     dtype: str = "auto"
     seed: int = 0
     subset: int | None = None
+    answers_per_set: int | None = None
+    """At most this many harmful and this many safe answers of each response set (seeded); all when None."""
     max_tokens: int = 1024
     epochs: int = 8
     inner_size: int = DEFAULT_INNER_SIZE
@@ -113,6 +115,8 @@ class TrainConfig:
         parts += ["--seed", str(self.seed), "--max-tokens", str(self.max_tokens), "--epochs", str(self.epochs)]
         if self.subset is not None:
             parts += ["--subset", str(self.subset)]
+        if self.answers_per_set is not None:
+            parts += ["--answers-per-set", str(self.answers_per_set)]
         for option, path in (("--prompts", self.prompts), ("--responses", self.responses)):
             if path is not None:
                 parts += [option, str(path)]
@@ -231,6 +235,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         response_sets=tuple(name for name in config.sets if name in RESPONSE_TRAINING_SETS),
         seed=config.seed,
         subset=config.subset,
+        answers_per_set=config.answers_per_set,
         max_tokens=config.max_tokens,
         val_fraction=config.val_fraction,
     )
