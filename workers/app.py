@@ -23,6 +23,7 @@ from topics.names import Topic
 from workers.agents.broker_watch import EXIT_BROKER_UNREACHABLE, BrokerWatch, parse_servers, reachable
 from workers.agents.emit import KafkaSink
 from workers.agents.ingest import Ingest
+from workers.agents.positions import partition_positions
 from workers.backends.base import GuardBackend
 from workers.engine.debounce import Policy
 from workers.health import Health
@@ -48,6 +49,7 @@ class WorkerRuntime(Service):
         super().__init__(**kwargs)
         # Called once, when the backend is loaded and the group has given this worker its partitions.
         self.on_ready: list[Callable[[], object]] = []
+        self._app = app
         self.settings = settings
         self.backend = backend
         self.sensor = sensor
@@ -98,6 +100,7 @@ class WorkerRuntime(Service):
         self.ready.set()
         self.health.record("model", True, f"{self.backend.info.model_id} loaded")
         self.sensor.add_source(self._runtime_stats)
+        self.sensor.add_partition_source(lambda: partition_positions(self._app))
         self._announce()
 
     def _runtime_stats(self) -> dict[str, float]:

@@ -12,6 +12,7 @@ import json
 import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -19,6 +20,31 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
 HealthReport = Callable[[], tuple[bool, dict[str, object]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPosition:
+    """Where a worker stands in one of its assigned partitions. Each is a Kafka *next* offset
+    (one past the last record it counts), None until known."""
+
+    highwater: int | None
+    """The offset the broker will give the next record (as of the consumer's last fetch)."""
+    committed: int | None
+    """The offset the consumer group resumes from after a rebalance or restart."""
+    read: int | None
+    """The offset the worker reads next."""
+
+
+PartitionSource = Callable[[], Mapping[tuple[str, int], PartitionPosition]]
+"""A snapshot of ``(topic, partition) -> PartitionPosition`` for the assigned partitions."""
+
+PARTITION_SERIES: dict[str, str] = {
+    "guard_consumer_lag_records": (
+        "Records of the partition past the group's committed offset (highwater - committed): "
+        "what the group has not yet finished"
+    ),
+    "guard_consumer_unread_records": "Records of the partition the worker has not read yet (highwater - read)",
+}
 
 
 class Sensor(Protocol):
@@ -39,6 +65,9 @@ class Sensor(Protocol):
 
     def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
         """Read ``read()`` at every scrape: values keyed as in ``RUNTIME_SERIES``."""
+
+    def add_partition_source(self, read: PartitionSource) -> None:
+        """Read ``read()`` at every scrape: ``PARTITION_SERIES`` per topic and partition."""
 
 
 RUNTIME_SERIES: dict[str, tuple[str, str, bool]] = {
@@ -74,6 +103,9 @@ class NullSensor:
         pass
 
     def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
+        pass
+
+    def add_partition_source(self, read: PartitionSource) -> None:
         pass
 
 
@@ -149,6 +181,9 @@ class PrometheusSensor:
     def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
         self.registry.register(_SourceCollector(read))
 
+    def add_partition_source(self, read: PartitionSource) -> None:
+        self.registry.register(_PartitionCollector(read))
+
 
 class _SourceCollector:
     """Turns a runtime snapshot into ``RUNTIME_SERIES`` metric families at scrape time."""
@@ -168,6 +203,32 @@ class _SourceCollector:
             name, documentation, counter = RUNTIME_SERIES[key]
             family = CounterMetricFamily if counter else GaugeMetricFamily
             yield family(name, documentation, value=float(value))
+
+
+class _PartitionCollector:
+    """Turns a partition snapshot into ``PARTITION_SERIES`` gauges at scrape time; a partition
+    whose offsets are not known yet has no sample (rather than a made-up zero)."""
+
+    def __init__(self, read: PartitionSource) -> None:
+        self._read = read
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        lag, unread = (
+            GaugeMetricFamily(name, doc, labels=["topic", "partition"]) for name, doc in PARTITION_SERIES.items()
+        )
+        for (topic, partition), at in sorted(self._read().items()):
+            labels = [topic, str(partition)]
+            if at.highwater is not None and at.committed is not None:
+                lag.add_metric(labels, max(at.highwater - at.committed, 0))
+            if at.highwater is not None and at.read is not None:
+                unread.add_metric(labels, max(at.highwater - at.read, 0))
+        yield lag
+        yield unread
 
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):

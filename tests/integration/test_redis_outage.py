@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, worker_settings
 from topics.events import Message, Role, Stage, VerdictStatus
+from topics.names import Topic
 from workers.client import GuardClient
 from workers.infra import LocalRedis, ensure_topics
 from workers.infra.ports import free_ports
@@ -39,15 +40,29 @@ def _healthz(port: int) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
-def _metrics(port: int) -> dict[str, float]:
-    """The unlabelled series of ``/metrics``."""
+def _samples(port: int) -> dict[str, float]:
+    """Every sample of ``/metrics``, keyed by its name with its labels as printed."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         lines = response.read().decode().splitlines()
     return {
         name: float(value)
-        for name, _, value in (line.partition(" ") for line in lines if line and not line.startswith("#"))
-        if "{" not in name
+        for name, _, value in (line.rpartition(" ") for line in lines if line and not line.startswith("#"))
     }
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """The unlabelled series of ``/metrics``."""
+    return {name: value for name, value in _samples(port).items() if "{" not in name}
+
+
+def _partition_series(port: int, name: str, topic: str) -> dict[int, float]:
+    """Series ``name`` of ``topic``'s partitions, keyed by partition."""
+    found: dict[int, float] = {}
+    for sample, value in _samples(port).items():
+        series, _, labels = sample.partition("{")
+        if series == name and f'topic="{topic}"' in labels:
+            found[int(labels.split('partition="')[1].split('"')[0])] = value
+    return found
 
 
 async def _watch_health(port: int, seen: list[tuple[int, str]]) -> None:
@@ -93,6 +108,13 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootst
             assert metrics["guard_engine_tokens_total"] >= metrics["guard_engine_rows_total"] > 0
             assert metrics["guard_store_failures_total"] > 0  # the outage's failed attempts, retried
             assert metrics["guard_kv_bytes_in_use"] >= 0
+            tokens = Topic.TOKENS.full_name(prefix)
+            await obs.wait_for(  # every chunk read and committed: no partition of this worker lags
+                lambda: _partition_series(port, "guard_consumer_lag_records", tokens) == {0: 0.0, 1: 0.0},
+                within_s=60,
+                what="consumer lag 0 on both token partitions",
+            )
+            assert _partition_series(port, "guard_consumer_unread_records", tokens) == {0: 0.0, 1: 0.0}
             await obs.wait_for(
                 lambda: all(set(obs.effective(c)) == {None, *range(CHUNKS + 1)} for c in cids),
                 within_s=60,

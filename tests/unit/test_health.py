@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from workers.health import Health
-from workers.metrics import PrometheusSensor
+from workers.metrics import PartitionPosition, PrometheusSensor
 
 
 def test_every_check_fails_until_it_has_passed_and_the_reason_names_the_failing_ones() -> None:
@@ -93,3 +93,20 @@ def test_runtime_series_are_read_at_each_scrape(served: tuple[str, Health, Prome
     assert "unknown" not in text
     snapshot["forwards"] = 5.0
     assert "guard_engine_forwards_total 5.0" in _get(f"{base}/metrics")[1].decode()
+
+
+def test_partition_lag_is_read_at_each_scrape(served: tuple[str, Health, PrometheusSensor]) -> None:
+    base, _, sensor = served
+    snapshot = {
+        ("guard.tokens", 0): PartitionPosition(highwater=120, committed=100, read=115),
+        ("guard.tokens", 1): PartitionPosition(highwater=7, committed=7, read=7),
+        ("guard.prompts", 0): PartitionPosition(highwater=None, committed=None, read=None),  # nothing fetched yet
+    }
+    sensor.add_partition_source(lambda: snapshot)
+    text = _get(f"{base}/metrics")[1].decode()
+    assert 'guard_consumer_lag_records{partition="0",topic="guard.tokens"} 20.0' in text
+    assert 'guard_consumer_unread_records{partition="0",topic="guard.tokens"} 5.0' in text
+    assert 'guard_consumer_lag_records{partition="1",topic="guard.tokens"} 0.0' in text
+    assert 'topic="guard.prompts"' not in text  # unknown offsets have no sample, not a made-up zero
+    snapshot[("guard.tokens", 0)] = PartitionPosition(highwater=130, committed=130, read=130)
+    assert 'guard_consumer_lag_records{partition="0",topic="guard.tokens"} 0.0' in _get(f"{base}/metrics")[1].decode()
