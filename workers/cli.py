@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"streamwarden: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level or settings.log_level)
+    configure_logging(args.log_level or settings.log_level, settings.log_format)
     handler: Handler = args.handler
     return handler(args, settings)
 

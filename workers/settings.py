@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     guard: GuardSettings = GuardSettings()
     worker: WorkerSettings = WorkerSettings()
     log_level: str = Field("INFO", description="Python logging level")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: readable lines on stderr; json: one JSON object per record (with the conversation, "
+        "topic, partition and offset where a record concerns one), for log shippers",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -20,6 +20,17 @@ class Delivery:
     received: float  # time.perf_counter() when the worker got it
     produced: float | None = None  # the record's Kafka timestamp (seconds since the epoch), if it has one
 
+    def log_extra(self, conversation_id: str | None = None, message_id: str | None = None) -> dict[str, object]:
+        """The ``extra`` of a log call about this record: its coordinates, which JSON logs carry as
+        keys (``workers.logs``); ids that are None are left out."""
+        extra: dict[str, object] = {"kafka_topic": self.topic, "kafka_partition": self.partition}
+        extra["kafka_offset"] = self.offset
+        if conversation_id is not None:
+            extra["conversation_id"] = conversation_id
+        if message_id is not None:
+            extra["message_id"] = message_id
+        return extra
+
 
 def dead_letter(
     delivery: Delivery,
