@@ -1,4 +1,4 @@
-"""Core commands: ``worker`` and ``config``."""
+"""Core commands: ``worker``, ``config``, ``demo``, ``archive`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--flush-seconds", type=float, default=30.0, help="longest wait before a partition's records are written"
     )
     archive.add_argument("--stop-after", type=int, default=None, help="exit after archiving this many rows")
+    archive.add_argument(
+        "--text",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="archive the prompts and response chunks too (what `audit` shows and re-judges); "
+        "--no-text keeps verdicts and cut-offs only",
+    )
     archive.set_defaults(handler=_archive)
+    register_audit(subparsers)
+
+
+def register_audit(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = subparsers.add_parser(
+        "audit", help="what was decided for each message of an archived conversation, and why (--replay: re-judge it)"
+    )
+    audit.add_argument("conversation_id", metavar="CONVERSATION_ID")
+    audit.add_argument("--archive", type=Path, default=Path("archive"), help="the `archive` command's --out directory")
+    audit.add_argument("--json", action="store_true", help="print a JSON document (for tools) instead of tables")
+    audit.add_argument(
+        "--replay",
+        metavar="CHECKPOINT",
+        help="re-judge the conversation with the configured guard backend over CHECKPOINT (a directory, a cached "
+        "Hugging Face id, 'default') and show where the verdicts differ",
+    )
+    audit.add_argument(
+        "--policy", choices=("strict", "loose"), help="with --replay: judge every message under this policy"
+    )
+    audit.add_argument(
+        "--tokenizer",
+        metavar="CHECKPOINT",
+        help="the checkpoint whose tokenizer gives flagged tokens their text (default: the --replay checkpoint's)",
+    )
+    audit.set_defaults(handler=_audit)
 
 
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -90,12 +122,49 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
             flush_every=args.flush_every,
             flush_s=args.flush_seconds,
             stop_after=args.stop_after,
+            with_text=args.text,
             session_timeout_s=settings.kafka.session_timeout_s,
             heartbeat_interval_s=settings.kafka.heartbeat_interval_s,
         )
     )
     sys.stdout.write(
-        f"archived {done.verdicts} verdicts, {done.cutoffs} cut-offs and {done.undecodable} undecodable records"
-        f" in {done.files} files to {args.out} ({done.duplicates} re-emitted duplicates dropped)\n"
+        f"archived {done.verdicts} verdicts, {done.cutoffs} cut-offs, {done.prompts} prompts, {done.chunks} chunks"
+        f" and {done.undecodable} undecodable records in {done.files} files to {args.out}"
+        f" ({done.duplicates} re-emitted duplicates dropped)\n"
     )
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from workers.audit import ConversationNotArchived, NothingToReplay, audit
+    from workers.audit.document import to_json
+    from workers.audit.render import render
+    from workers.engine.debounce import Policy
+
+    if args.policy is not None and args.replay is None:
+        sys.stderr.write("streamwarden audit: --policy applies to a --replay\n")
+        return 2
+    try:
+        found = asyncio.run(
+            audit(
+                args.archive,
+                args.conversation_id,
+                settings,
+                replay_checkpoint=args.replay,
+                policy=None if args.policy is None else Policy(args.policy),
+                tokenizer=args.tokenizer,
+            )
+        )
+    except (ConversationNotArchived, NothingToReplay) as exc:
+        sys.stderr.write(f"streamwarden audit: {exc}\n")
+        return 1
+    if args.json:
+        sys.stdout.buffer.write(to_json(found))
+        sys.stdout.flush()
+    else:
+        render(found, Console())
     return 0

@@ -1,4 +1,5 @@
-"""The archive keeps every record of the verdicts and control topics exactly once, across SIGKILLs.
+"""The archive keeps every record of the verdicts, control, prompts and tokens topics exactly once,
+across SIGKILLs.
 
 Real broker, real ``python -m workers archive`` processes: the first is SIGKILLed mid-way (some files
 written, records left), a leftover temporary file is planted as a kill mid-write would leave it,
@@ -32,7 +33,17 @@ from aiokafka import AIOKafkaProducer
 
 from tests.integration.conftest import TopicsFactory
 from topics import codec
-from topics.events import Action, ControlEvent, Risk, Stage, VerdictEvent
+from topics.events import (
+    Action,
+    ControlEvent,
+    Message,
+    PromptEvent,
+    Risk,
+    Role,
+    Stage,
+    TokenChunkEvent,
+    VerdictEvent,
+)
 from topics.names import Topic
 from workers.archive import FileName, Table, scan
 from workers.infra.processes import dies_with_parent
@@ -43,6 +54,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 2
 VERDICTS = 6_000
 CUTOFFS = 300
+PROMPTS = 100
+CHUNKS = 1_500
 START_MS = 1_767_222_000_000  # 2025-12-31T23:00:00Z: the verdicts span three UTC days
 STEP_MS = 20_000
 
@@ -94,6 +107,27 @@ def _cutoff(n: int) -> ControlEvent:
     )
 
 
+def _prompt(n: int) -> PromptEvent:
+    return PromptEvent(
+        event_id=f"prompt-{n}",
+        conversation_id=f"c{n}",
+        message_id="m1",
+        ts_ms=START_MS + n * STEP_MS * 60,
+        messages=(Message(role=Role.USER, content=f"question {n}"),),
+    )
+
+
+def _chunk(n: int) -> TokenChunkEvent:
+    return TokenChunkEvent(
+        event_id=f"chunk-{n}",
+        conversation_id=f"c{n % PROMPTS}",
+        message_id="m1",
+        ts_ms=START_MS + n * STEP_MS * 4,
+        seq=n // PROMPTS,
+        text=f"word{n} ",
+    )
+
+
 async def _produce(bootstrap: str, produced: Produced, items: list[tuple[Topic, str | None, bytes]]) -> None:
     """Send ``(topic, event id, value)`` items, each topic's round-robin over its partitions; record their offsets."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
@@ -115,12 +149,17 @@ async def _produce(bootstrap: str, produced: Produced, items: list[tuple[Topic, 
         await producer.stop()
 
 
-def _items(verdicts: range, cutoffs: range, garbage: dict[Topic, int]) -> list[tuple[Topic, str | None, bytes]]:
-    """Verdicts with cut-offs and undecodable records spread among them, as they come in production."""
+def _items(
+    verdicts: range, cutoffs: range, garbage: dict[Topic, int], *, prompts: range = range(0), chunks: range = range(0)
+) -> list[tuple[Topic, str | None, bytes]]:
+    """Verdicts with cut-offs, prompts, chunks and undecodable records spread among them, as they
+    come in production."""
     items: list[tuple[Topic, str | None, bytes]] = [
         (Topic.VERDICTS, f"verdict-{n}", codec.encode(_verdict(n))) for n in verdicts
     ]
     extra = [(Topic.CONTROL, f"cutoff-{n}", codec.encode(_cutoff(n))) for n in cutoffs]
+    extra += [(Topic.PROMPTS, f"prompt-{n}", codec.encode(_prompt(n))) for n in prompts]
+    extra += [(Topic.TOKENS, f"chunk-{n}", codec.encode(_chunk(n))) for n in chunks]
     extra += [(topic, None, b"\x00 not an event %d" % g) for topic, count in garbage.items() for g in range(count)]
     step = len(items) // (len(extra) + 1)
     for i, item in enumerate(extra):
@@ -189,8 +228,11 @@ async def test_sigkilled_archivers_leave_every_record_exactly_once(
     kafka_bootstrap: str, topic_prefix: str, topics: dict[Topic, str], tmp_path: Path
 ) -> None:
     out, produced = tmp_path / "archive", Produced(topics)
+    garbage = {Topic.VERDICTS: 3, Topic.CONTROL: 1, Topic.PROMPTS: 1, Topic.TOKENS: 2}
     await _produce(
-        kafka_bootstrap, produced, _items(range(VERDICTS), range(CUTOFFS), {Topic.VERDICTS: 3, Topic.CONTROL: 1})
+        kafka_bootstrap,
+        produced,
+        _items(range(VERDICTS), range(CUTOFFS), garbage, prompts=range(PROMPTS), chunks=range(CHUNKS)),
     )
     group = f"archive-{uuid.uuid4().hex[:6]}"
 
@@ -216,7 +258,12 @@ async def test_sigkilled_archivers_leave_every_record_exactly_once(
     assert not leftover.exists()
 
     # A fresh group has no committed offset: only the files can tell the third archiver where to go on.
-    more = _items(range(VERDICTS, VERDICTS + 200), range(CUTOFFS, CUTOFFS + 10), {Topic.VERDICTS: 1})
+    more = _items(
+        range(VERDICTS, VERDICTS + 200),
+        range(CUTOFFS, CUTOFFS + 10),
+        {Topic.VERDICTS: 1, Topic.TOKENS: 1},
+        chunks=range(CHUNKS, CHUNKS + 100),
+    )
     await _produce(kafka_bootstrap, produced, more)
     third = ArchiverProcess(kafka_bootstrap, topic_prefix, out, tmp_path / "third.log", f"{group}-fresh")
     await third.start()
@@ -232,14 +279,20 @@ async def test_sigkilled_archivers_leave_every_record_exactly_once(
 
 
 def _rows(out: Path, produced: Produced) -> list[tuple[Coordinates, str | None]]:
-    """Every archived row as ((topic, partition, offset), event id or None), from all three tables."""
+    """Every archived row as ((topic, partition, offset), event id or None), from all five tables."""
 
     def columns(table: Table, *names: str) -> list[tuple[Any, ...]]:
         data = ds.dataset(out / table.value, format="parquet", partitioning="hive").to_table(columns=list(names))
         return list(zip(*(data.column(n).to_pylist() for n in names), strict=True))
 
     rows: list[tuple[Coordinates, str | None]] = []
-    for table, topic in ((Table.VERDICTS, Topic.VERDICTS), (Table.CUTOFFS, Topic.CONTROL)):
+    pairs = (
+        (Table.VERDICTS, Topic.VERDICTS),
+        (Table.CUTOFFS, Topic.CONTROL),
+        (Table.PROMPTS, Topic.PROMPTS),
+        (Table.CHUNKS, Topic.TOKENS),
+    )
+    for table, topic in pairs:
         rows += [((topic, p, o), e) for p, o, e in columns(table, "kafka_partition", "kafka_offset", "event_id")]
     topic_of = {name: topic for topic, name in produced.names.items()}
     rows += [
@@ -284,3 +337,12 @@ def _check_readers(out: Path, produced: Produced) -> None:
         f"SELECT count(DISTINCT event_id) FROM read_parquet('{out}/cutoffs/**/*.parquet', hive_partitioning=true)"
     ).fetchone()
     assert cutoffs == CUTOFFS + 10
+    texts = duckdb.sql(
+        f"SELECT count(*), count(DISTINCT event_id), min(text) FROM read_parquet('{out}/chunks/**/*.parquet', hive_partitioning=true)"
+    ).fetchone()
+    assert texts == (CHUNKS + 100, CHUNKS + 100, "word0 ")
+    (question,) = duckdb.sql(
+        f"SELECT messages[1].content FROM read_parquet('{out}/prompts/**/*.parquet', hive_partitioning=true) "
+        "WHERE event_id = 'prompt-7'"
+    ).fetchone()
+    assert question == "question 7"

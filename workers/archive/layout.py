@@ -4,7 +4,8 @@ Layout::
 
     <out>/<table>/date=YYYY-MM-DD/<topic>-p<partition>-<first offset:020d>-<last offset:020d>.parquet
 
-``<topic>`` is the archived topic's ``Topic`` value (``verdicts``, ``control``). A file holds
+``<topic>`` is the archived topic's ``Topic`` value (``verdicts``, ``control``, ``prompts``,
+``tokens``). A file holds
 records of one topic-partition only, and its name is the offset range it covers, so the file
 names alone say how far each partition is archived (``scan``). A file is written under a hidden
 temporary name in its final folder (``.<name>.tmp``, which Parquet readers skip) and renamed
@@ -35,11 +36,19 @@ class Table(StrEnum):
 
     VERDICTS = "verdicts"
     CUTOFFS = "cutoffs"
+    PROMPTS = "prompts"
+    CHUNKS = "chunks"
     UNDECODABLE = "undecodable"
 
 
-ARCHIVED_TOPICS: dict[Topic, Table] = {Topic.VERDICTS: Table.VERDICTS, Topic.CONTROL: Table.CUTOFFS}
-"""The topics the archive copies, and the table each topic's decodable records go to."""
+EFFECT_TOPICS: dict[Topic, Table] = {Topic.VERDICTS: Table.VERDICTS, Topic.CONTROL: Table.CUTOFFS}
+"""The workers' output topics (always archived), and the table of each one's decodable records."""
+
+INPUT_TOPICS: dict[Topic, Table] = {Topic.PROMPTS: Table.PROMPTS, Topic.TOKENS: Table.CHUNKS}
+"""The conversations' text (archived unless switched off), and the table of each one's records."""
+
+ARCHIVED_TOPICS: dict[Topic, Table] = {**EFFECT_TOPICS, **INPUT_TOPICS}
+"""Every topic an archive may hold, and the table each topic's decodable records go to."""
 
 _NAME = re.compile(r"(?P<topic>[a-z]+)-p(?P<partition>\d+)-(?P<first>\d{20})-(?P<last>\d{20})\.parquet")
 _TEMPORARY_PREFIX, _TEMPORARY_SUFFIX = ".", ".tmp"

@@ -1,4 +1,4 @@
-"""The archiver's consumer loop: read both topics, buffer per partition, write files, then commit.
+"""The archiver's consumer loop: read the topics, buffer per partition, write files, then commit.
 
 On every partition assignment the archiver deletes the assigned partitions' leftover temporary
 files, scans its output for the highest archived offset of each, and seeks there (``resume_at``).
@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from workers.archive.layout import ARCHIVED_TOPICS, PartitionKey, remove_temporaries, scan
+from workers.archive.layout import EFFECT_TOPICS, INPUT_TOPICS, PartitionKey, Table, remove_temporaries, scan
 from workers.archive.rows import Record
 from workers.archive.segments import Pending, Segment, write_segment
 
@@ -37,13 +37,15 @@ class Archived:
 
     verdicts: int = 0
     cutoffs: int = 0
+    prompts: int = 0
+    chunks: int = 0
     undecodable: int = 0
     duplicates: int = 0
     files: int = 0
 
     @property
     def rows(self) -> int:
-        return self.verdicts + self.cutoffs + self.undecodable
+        return self.verdicts + self.cutoffs + self.prompts + self.chunks + self.undecodable
 
 
 class ArchiveAheadOfTopic(RuntimeError):
@@ -61,18 +63,33 @@ def resume_at(archived_last: int | None, committed: int | None) -> int | None:
 
 class Archiver:
     """The archiver over one consumer subscribed to the archived topics (``archive`` wires it): call
-    ``step`` in a loop; ``assigned``/``revoked`` are its rebalance callbacks."""
+    ``step`` in a loop; ``assigned``/``revoked`` are its rebalance callbacks.
 
-    def __init__(self, consumer: AIOKafkaConsumer, out: Path, prefix: str, *, flush_every: int, flush_s: float) -> None:
+    Args:
+        with_text: archive the input topics too (prompts and chunks: the conversations' text), not
+            only the verdicts and cut-offs.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        out: Path,
+        prefix: str,
+        *,
+        flush_every: int,
+        flush_s: float,
+        with_text: bool = False,
+    ) -> None:
         self._consumer, self._out = consumer, out
-        self._names = {topic: topic.full_name(prefix) for topic in ARCHIVED_TOPICS}
+        topics = {**EFFECT_TOPICS, **(INPUT_TOPICS if with_text else {})}
+        self._names = {topic: topic.full_name(prefix) for topic in topics}
         self._topics = {name: topic for topic, name in self._names.items()}
         self._pending = Pending(flush_every=flush_every, flush_s=flush_s)
         self._lock = asyncio.Lock()  # held while files are written, and by the rebalance callbacks
         self._next: dict[PartitionKey, int] = {}  # the next offset to archive of each partition held
         self._generation = 0  # bumped by every rebalance callback
         self._failure: BaseException | None = None
-        self._counts: dict[str, int] = dict.fromkeys(("verdicts", "cutoffs", "undecodable", "duplicates", "files"), 0)
+        self._counts: dict[str, int] = dict.fromkeys([*(t.value for t in Table), "duplicates", "files"], 0)
 
     @property
     def topic_names(self) -> list[str]:
@@ -248,11 +265,16 @@ async def archive(
     flush_every: int,
     flush_s: float,
     stop_after: int | None = None,
+    with_text: bool = False,
     session_timeout_s: float = 10.0,
     heartbeat_interval_s: float = 1.0,
 ) -> Archived:
     """Archive the verdicts and control topics under ``out`` until cancelled, or until ``stop_after``
-    rows are written; returns what was written.
+    rows (of all tables) are written; returns what was written.
+
+    Args:
+        with_text: archive the prompts and tokens topics too (tables ``prompts`` and ``chunks``),
+            which ``streamwarden audit`` needs for a message's text and for ``--replay``.
 
     Raises:
         ArchiveAheadOfTopic: the files hold offsets the topic does not have.
@@ -266,7 +288,7 @@ async def archive(
         session_timeout_ms=int(session_timeout_s * 1000),
         heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
     )
-    archiver = Archiver(consumer, out, prefix, flush_every=flush_every, flush_s=flush_s)
+    archiver = Archiver(consumer, out, prefix, flush_every=flush_every, flush_s=flush_s, with_text=with_text)
     consumer.subscribe(archiver.topic_names, listener=_Resume(archiver))
     await consumer.start()
     try:

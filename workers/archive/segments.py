@@ -6,7 +6,11 @@ record bound elsewhere (the next UTC day, or the ``undecodable`` table) closes t
 and opens the next one, so every file holds one contiguous offset range and consecutive files of
 a partition tile its offsets without gap or overlap. A re-emitted duplicate dropped by
 ``SeenIds`` adds no row but stays inside the range of the segment it falls in (counted in its
-``duplicates``), so the ranges still account for every offset.
+``duplicates``), so the ranges still account for every offset. Only the workers' effects are
+de-duplicated: their ids derive from what they judge, so a second copy is the same verdict or
+cut-off published again. A prompt's or chunk's id is its producer's, and a second copy is a second
+send, which the workers also saw (and dead-lettered as ``duplicate_seq`` or ``duplicate_prompt``):
+the archive keeps it, as it keeps everything the conversation's topics carried.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from topics.names import Topic
-from workers.archive.layout import FileName, PartitionKey, Table, write_file
+from workers.archive.layout import EFFECT_TOPICS, FileName, PartitionKey, Table, write_file
 from workers.archive.rows import Entry, Record, Row, entry_of, to_table
 
 DUPLICATES_KEY = "streamwarden.duplicates_dropped"
@@ -127,7 +131,11 @@ class Pending:
         """Buffer ``record`` (the next one of its partition) and return where it goes."""
         key = (record.topic, record.partition)
         entry = entry_of(record)
-        duplicate = entry.event_id is not None and self._seen.is_duplicate(key, record.offset, entry.event_id)
+        duplicate = (
+            entry.event_id is not None
+            and record.topic in EFFECT_TOPICS
+            and self._seen.is_duplicate(key, record.offset, entry.event_id)
+        )
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = PartitionBuffer(*key, flush_every=self._flush_every, flush_s=self._flush_s)

@@ -10,9 +10,19 @@ import pytest
 
 from tests.unit.archive.events import DAY_MS, TS_MS, cutoff, record, verdict, verdict_record
 from topics import codec
+from topics.events import Message, PromptEvent, Role, TokenChunkEvent
 from topics.names import Topic
 from workers.archive import Table, to_table
-from workers.archive.rows import CUTOFF_SCHEMA, UNDECODABLE_SCHEMA, VERDICT_SCHEMA, entry_of
+from workers.archive.rows import (
+    CUTOFF_SCHEMA,
+    UNDECODABLE_SCHEMA,
+    VERDICT_SCHEMA,
+    chunk_of,
+    cutoff_of,
+    entry_of,
+    prompt_of,
+    verdict_of,
+)
 
 
 def test_verdicts_keep_the_earlier_columns_and_gain_their_kafka_coordinates() -> None:
@@ -97,3 +107,41 @@ def test_an_undecodable_record_keeps_its_bytes_and_the_reason(
     assert row["payload"] == raw and row["payload_size"] == len(raw) and row["kafka_key"] == b"key"
     assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == (topic.full_name("t"), 2, 7)
     assert (row["reason"], row["field"]) == (reason, field) and row["detail"]
+
+
+def test_prompts_and_chunks_round_trip_through_parquet_and_back_to_their_events(tmp_path: Path) -> None:
+    prompt = PromptEvent(
+        conversation_id="c1",
+        message_id="m1",
+        ts_ms=TS_MS,
+        messages=(Message(role=Role.SYSTEM, content="Be brief."), Message(role=Role.USER, content="Hello?")),
+        policy="loose",
+        tenant="acme",
+    )
+    chunks = [
+        TokenChunkEvent(conversation_id="c1", message_id="m1", ts_ms=TS_MS, seq=0, text="Hi "),
+        TokenChunkEvent(conversation_id="c1", message_id="m1", ts_ms=TS_MS, seq=1, token_ids=(9, 10), final=True),
+    ]
+    prompt_entry = entry_of(record(0, codec.encode(prompt), topic=Topic.PROMPTS))
+    chunk_entries = [entry_of(record(n, codec.encode(c), topic=Topic.TOKENS)) for n, c in enumerate(chunks)]
+    assert (prompt_entry.table, {e.table for e in chunk_entries}) == (Table.PROMPTS, {Table.CHUNKS})
+    pq.write_table(to_table(Table.PROMPTS, [prompt_entry.row]), tmp_path / "p.parquet")
+    pq.write_table(to_table(Table.CHUNKS, [e.row for e in chunk_entries]), tmp_path / "c.parquet")
+
+    (prompt_back,) = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    chunks_back = pq.read_table(tmp_path / "c.parquet").to_pylist()
+
+    assert prompt_back == prompt_entry.row
+    assert prompt_back["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello?"},
+    ]
+    assert [c["token_ids"] for c in chunks_back] == [None, [9, 10]]
+    assert prompt_of(prompt_back) == prompt
+    assert [chunk_of(c) for c in chunks_back] == chunks
+
+
+def test_verdicts_and_cutoffs_come_back_out_of_their_rows() -> None:
+    v, k = verdict(5), cutoff(2)
+    assert verdict_of(entry_of(record(0, codec.encode(v))).row) == v
+    assert cutoff_of(entry_of(record(1, codec.encode(k), topic=Topic.CONTROL)).row) == k

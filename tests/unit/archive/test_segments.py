@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from tests.unit.archive.events import DAY_MS, TS_MS, cutoff, record, verdict_record
 from topics import codec
+from topics.events import TokenChunkEvent
 from topics.names import Topic
 from workers.archive import FileName, Table, scan
 from workers.archive.segments import DUPLICATES_KEY, PartitionBuffer, Pending, SeenIds, Segment, write_segment
@@ -134,3 +135,14 @@ def test_a_dropped_partition_is_read_again_from_scratch() -> None:
         pending.add(verdict_record(offset), 5.0)
     (segment,) = pending.take_due(now=6.0)
     assert (segment.first, segment.last, segment.duplicates) == (1, 2, 0)
+
+
+def test_a_prompt_or_chunk_sent_twice_is_kept_twice() -> None:
+    pending = Pending(flush_every=100, flush_s=1.0)
+    sent = codec.encode(TokenChunkEvent(event_id="x", conversation_id="c", message_id="m1", seq=0, text="hi"))
+    pending.add(record(0, sent, topic=Topic.TOKENS), 0.0)
+    pending.add(record(1, sent, topic=Topic.TOKENS), 0.0)  # the producer sent it again
+    (chunks,) = pending.take_due(now=1.0)
+
+    assert (chunks.table, chunks.first, chunks.last, chunks.duplicates) == (Table.CHUNKS, 0, 1, 0)
+    assert [r["kafka_offset"] for r in chunks.rows] == [0, 1]
