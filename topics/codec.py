@@ -4,11 +4,17 @@
 are a JSON object, the ``kind`` tag, the ``schema_version``, then every field's presence and type
 (recursively, so a bad role reads ``messages[1].role``), and finally the event's own invariants
 (``__post_init__``). Unknown fields are ignored so that older workers read newer producers.
+
+Whatever the bytes, ``decode`` raises nothing but ``DecodeError``: an offending value is quoted in
+the error through a bounded preview (``_preview``), never its full ``repr``, which for a value
+nested near the parser's depth limit would exhaust the recursion limit, and for a huge string
+would copy it into every dead letter and log line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from collections.abc import Callable
@@ -38,6 +44,9 @@ KIND_TO_TYPE: dict[str, type[ev.Event]] = {ev.kind_of(t): t for t in ev.EVENT_TY
 
 _Convert = Callable[[Any, str], Any]
 
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother, _PREVIEW.maxlist, _PREVIEW.maxdict = 3, 60, 60, 6, 6
+
 
 def encode(event: ev.Event) -> bytes:
     """Serialise an event to compact JSON bytes."""
@@ -54,7 +63,7 @@ def decode(raw: bytes, expected: type[E], *, max_bytes: int = DEFAULT_MAX_BYTES)
     want = ev.kind_of(expected)
     kind = obj.get("kind", want)
     if kind != want:
-        raise UnknownKind(f"expected kind {want!r}, got {kind!r}", field="kind")
+        raise UnknownKind(f"expected kind {want!r}, got {_preview(kind)}", field="kind")
     return _build(expected, obj)
 
 
@@ -64,7 +73,7 @@ def decode_any(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ev.Event:
     kind = obj.get("kind")
     cls = KIND_TO_TYPE.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise UnknownKind(f"unknown kind {kind!r}; expected one of {sorted(KIND_TO_TYPE)}", field="kind")
+        raise UnknownKind(f"unknown kind {_preview(kind)}; expected one of {sorted(KIND_TO_TYPE)}", field="kind")
     return _build(cls, obj)
 
 
@@ -84,7 +93,7 @@ def _build(cls: type[E], obj: dict[str, Any]) -> E:
     version = obj.get("schema_version", ev.SCHEMA_VERSION)
     if type(version) is not int or not 1 <= version <= ev.SCHEMA_VERSION:
         raise UnsupportedSchemaVersion(
-            f"schema_version {version!r} is not supported (this reader knows 1..{ev.SCHEMA_VERSION})",
+            f"schema_version {_preview(version)} is not supported (this reader knows 1..{ev.SCHEMA_VERSION})",
             field="schema_version",
         )
     return typing.cast(E, _dataclass_converter(cls)(obj, ""))
@@ -164,7 +173,7 @@ def _tuple_of(item: _Convert) -> _Convert:
 def _literal(options: tuple[Any, ...]) -> _Convert:
     def convert(value: Any, path: str) -> Any:
         if value not in options:
-            raise InvalidValue(f"expected one of {list(options)}, got {value!r}", field=path)
+            raise InvalidValue(f"expected one of {list(options)}, got {_preview(value)}", field=path)
         return value
 
     return convert
@@ -179,7 +188,7 @@ def _enum(tp: type[StrEnum]) -> _Convert:
         try:
             return tp(value)
         except ValueError:
-            raise InvalidValue(f"expected one of {allowed}, got {value!r}", field=path) from None
+            raise InvalidValue(f"expected one of {allowed}, got {_preview(value)}", field=path) from None
 
     return convert
 
@@ -200,6 +209,11 @@ def _scalar(tp: type) -> _Convert:
 
 
 _JSON_NAMES: dict[type, str] = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _preview(value: Any) -> str:
+    """A short ``repr`` of a decoded JSON value: nesting, long strings and long arrays are elided."""
+    return _PREVIEW.repr(value)
 
 
 def _json_type(value: Any) -> str:

@@ -65,12 +65,14 @@ class Ingest:
             await self._moderator.reject_delivery(delivery, exc.reason, exc.detail, field=exc.field)
             await ack()
             return
-        if delivery.key is not None and delivery.key != decoded.conversation_id.encode():
+        # A record without a key lands on any partition, so its conversation's events could be
+        # applied by two workers, out of order: it is refused like a wrong key.
+        if delivery.key != decoded.conversation_id.encode():
             await self._moderator.reject_delivery(
                 delivery,
                 "key_mismatch",
-                f"the record key must be the conversation_id (it decides the partition); "
-                f"the event names {decoded.conversation_id!r}",
+                f"the record key must be the conversation_id (it decides the partition); the record has "
+                f"{'no key' if delivery.key is None else 'another key'}, the event names {decoded.conversation_id!r}",
                 field="conversation_id",
             )
             await ack()

@@ -49,7 +49,13 @@ class SchedulerFailed(RuntimeError):
 
 
 class SequenceTooLong(ValueError):
-    """A request would go past the model's ``max_position_embeddings``."""
+    """A request would go past the model's ``max_position_embeddings``: ``tokens`` positions
+    asked for, ``limit`` available. Raised before anything is queued or cached."""
+
+    def __init__(self, key: str, tokens: int, limit: int) -> None:
+        super().__init__(f"{key!r}: {tokens} tokens exceed the model's {limit} positions")
+        self.tokens = tokens
+        self.limit = limit
 
 
 class HistoryMismatch(ValueError):

@@ -182,7 +182,7 @@ class Scheduler:
     def _check_length(self, key: str, offset: int, count: int) -> None:
         limit = self._executor.max_positions
         if offset + count > limit:
-            raise SequenceTooLong(f"{key!r}: {offset + count} tokens exceed the model's {limit} positions")
+            raise SequenceTooLong(key, offset + count, limit)
 
     async def _submit(self, job: PromptJob | ResponseJob, head: Head, outputs: int) -> HeadScores:
         if self._failure is not None:

@@ -69,7 +69,8 @@ _PROBE_CONTEXTS: tuple[tuple[Message, ...], ...] = (
 
 
 class PromptFormatError(ValueError):
-    """A prompt that cannot be judged: no user turn, or token ids not ending a user turn."""
+    """Token ids that cannot be judged: a prompt without a user turn or not ending one, or ids
+    outside the tokenizer's vocabulary."""
 
 
 class UnsupportedChatTemplate(ValueError):
@@ -211,16 +212,24 @@ class ChatFormat:
         """
         if not ids:
             raise PromptFormatError("token_ids is empty")
-        vocab = len(self.tokenizer)
-        bad = next((t for t in ids if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise PromptFormatError(f"token id {bad} is outside the tokenizer's vocabulary of {vocab}")
+        self.check_vocabulary(ids)
         if ids[-1] != self.end_of_turn_id:
             raise PromptFormatError(
                 f"prompt token_ids must end with the end-of-turn token {self.end_of_turn_id}, got {ids[-1]}"
             )
         if not _contains(ids, self.user_turn_start):
             raise PromptFormatError(f"prompt token_ids contain no user turn (expected {list(self.user_turn_start)})")
+
+    def check_vocabulary(self, ids: Sequence[int]) -> None:
+        """Check that every id is one of the tokenizer's (the model may have no embedding for others).
+
+        Raises:
+            PromptFormatError: names the first id outside the vocabulary.
+        """
+        vocab = len(self.tokenizer)
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise PromptFormatError(f"token id {bad} is outside the tokenizer's vocabulary of {vocab}")
 
     def render_conversation(self, messages: Sequence[Message], response: str) -> tuple[list[int], int]:
         """The reference rendering of the conversation with ``response`` as the final answer.

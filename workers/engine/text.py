@@ -35,7 +35,10 @@ tokenizers); other tokenizers raise ``UnsupportedTokenizer``.
 Overflow guard: a tail longer than ``max_pending_chars`` (one piece that never ends: thousands of
 letters without a space or punctuation, or a huge whitespace run) is cut at a token boundary
 anyway, with a warning and a count in the state (``forced_cuts``); the ids stay a lossless
-tokenisation of the text but may differ from the whole-text ids around that cut.
+tokenisation of the text but may differ from the whole-text ids around that cut. The cut starts a
+normalisation unit where the tail has one; a tail without any (thousands of combining marks) is
+cut at a token boundary all the same, so the held-back text, its re-tokenisation per delta and
+the stored state stay bounded whatever the producer sends.
 """
 
 from __future__ import annotations
@@ -246,7 +249,9 @@ class IncrementalTokenizer:
         end = self._added_prefix_start(text)
         encoding = self._encode(text[:end])
         nfc_end = self._nfc_stable_end(text[:end], encoding)
-        if nfc_end < end:
+        # A last unit longer than the overflow bound (combining marks without end) is not held
+        # back whole: the overflow guard cuts inside it instead.
+        if nfc_end < end and end - nfc_end <= self._max_pending:
             end = nfc_end
             encoding = self._encode(text[:end])
         ids, rest, forced = self._cut(text[:end], encoding)
@@ -312,17 +317,28 @@ class IncrementalTokenizer:
 
     def _force_cut(self, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> tuple[list[int], str, int]:
         target = len(text) - self._max_pending // 2
-        for index in range(len(ids) - 1, 0, -1):
-            cut = offsets[index][0]
-            if cut <= target and offsets[index - 1][1] <= cut and _nfc_starts_unit(text[cut]):
-                logger.warning(
-                    "held-back text reached %s characters without a safe cut; cutting at %s "
-                    "(ids around the cut may differ from whole-text tokenisation)",
-                    len(text),
-                    cut,
-                )
-                return list(ids[:index]), text[cut:], 1
-        return [], text, 0
+        boundaries = [
+            i for i in range(len(ids) - 1, 0, -1) if offsets[i][0] <= target and offsets[i - 1][1] <= offsets[i][0]
+        ]
+        # Prefer a cut before a normalisation starter; without one, any token boundary (else the
+        # tail, and the work of every later delta, would grow without bound).
+        index = next(
+            (i for i in boundaries if _nfc_starts_unit(text[offsets[i][0]])), boundaries[0] if boundaries else 0
+        )
+        if not index:
+            return [], text, 0
+        cut = offsets[index][0]
+        logger.warning(
+            "held-back text reached %s characters without a safe cut; cutting at %s "
+            "(ids around the cut may differ from whole-text tokenisation)",
+            len(text),
+            cut,
+        )
+        if not _nfc_starts_unit(text[cut]):
+            # NFC may have reordered marks across the cut in the whole tail's ids: the part before
+            # it is tokenised on its own, so that both parts together keep every character.
+            return list(self._rules.backend.encode(text[:cut], add_special_tokens=False).ids), text[cut:], 1
+        return list(ids[:index]), text[cut:], 1
 
 
 def prepare(source: ChatFormat | PreTrainedTokenizerBase) -> None:

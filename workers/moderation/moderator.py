@@ -16,6 +16,13 @@ A crash between 3 and 4 re-runs the event on redelivery: the verdict and cut-off
 (derived from conversation, message, stage and seq), so consumers see no new effective verdict.
 Anything that cannot be applied becomes a dead letter with a precise reason and is acknowledged;
 no exception escapes ``handle``.
+
+A message that outgrows the guard's context (its model's ``max_position_embeddings``) cannot be
+judged any further: the prompt or chunk that would pass the limit gets an unsafe ``guard_error``
+verdict and the message a cut-off whose reason names the limit, whatever ``guard.on_error`` says
+(flagging would leave every later chunk unjudged), and its tokens never enter the token log, so
+the log stays within the context. The chunks of a run before it are judged one by one, as if
+they had arrived alone.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from topics.events import (
 )
 from workers.backends.base import GuardBackend, PromptRequest, ResponseRequest
 from workers.engine.debounce import DebounceCarry, Policy, decide_chunk, decide_prompt
+from workers.engine.jobs import SequenceTooLong
 from workers.engine.template import PromptFormatError
 from workers.engine.text import IncrementalTokenizer
 from workers.metrics import NullSensor, Sensor
@@ -189,6 +197,15 @@ class Moderator:
 
     def _log_guard_failure(self, work: Work, exc: Exception) -> None:
         """Log a guard failure on ``work``; the caller publishes its explicit outcome."""
+        if isinstance(exc, SequenceTooLong):  # a limit of the model, not a fault: no traceback
+            logger.warning(
+                "%s[%s]@%s: %s; cutting the message off",
+                work.delivery.topic,
+                work.delivery.partition,
+                work.delivery.offset,
+                _failure_reason(exc),
+            )
+            return
         logger.error(
             "the guard failed on %s[%s]@%s (%s: %s); publishing status guard_error with action %s",
             work.delivery.topic,
@@ -293,7 +310,8 @@ class Moderator:
             self._log_guard_failure(work, exc)
             failure: Exception | None = exc
             self._backend.release(key)
-            risk, action, category, probs, tier = Risk.UNSAFE, self._cfg.on_error, None, None, self._backend.info.tier
+            action = Action.CUTOFF if isinstance(exc, SequenceTooLong) else self._cfg.on_error
+            risk, category, probs, tier = Risk.UNSAFE, None, None, self._backend.info.tier
         else:
             failure = None
             decision = decide_prompt(scores.risk, policy)
@@ -358,7 +376,29 @@ class Moderator:
             return [Outcome.WAIT_SEQ] * len(run)
         if state.cutoff or state.final:
             return [await self._after_end(work, first, state)]
-        return await self._score_run(run, state)
+        fit = await self._in_vocabulary(run)
+        if not fit:
+            return [Outcome.DONE]
+        return await self._score_run(fit, state)
+
+    async def _in_vocabulary(self, run: Sequence[Work]) -> Sequence[Work]:
+        """The chunks of ``run`` before the first one carrying a token id outside the guard's
+        vocabulary; when that is the first, it is dead-lettered and nothing is returned.
+
+        Such an id has no embedding (or none the tokenizer would ever produce): scored, it would
+        fail the engine's whole forward, and with it every other conversation batched with it.
+        """
+        fmt = self._backend.chat_format
+        for i, work in enumerate(run):
+            event = work.event
+            assert isinstance(event, TokenChunkEvent)
+            try:
+                fmt.check_vocabulary(event.token_ids or ())
+            except PromptFormatError as exc:
+                if i == 0:
+                    await self._reject(work, "invalid_value", str(exc), field="token_ids")
+                return run[:i]
+        return run
 
     async def _score_run(self, run: Sequence[Work], state: TurnState) -> list[Outcome]:
         """Judge chunks ``state.next_seq``, ``+ 1``, ... as one engine request and one store commit.
@@ -409,6 +449,12 @@ class Moderator:
                 )
             except StoreUnavailable:
                 raise  # the history came from the store: a transport fault, retried (handle)
+            except SequenceTooLong as exc:
+                if len(run) > 1:
+                    # Nothing was scored or cached: judge the chunks that fit one by one, until the
+                    # one that does not is alone.
+                    return await self._score_run(run[:1], state)
+                return [await self._beyond_context(run[0], event0, state, exc)]
             except Exception as exc:  # noqa: BLE001  # the guard failed: an explicit outcome (logged there), never a pass
                 self._log_guard_failure(run[0], exc)
                 failure = exc
@@ -503,6 +549,48 @@ class Moderator:
             final=update.final,
         )
         return await self._committed(run, status, new)
+
+    async def _beyond_context(
+        self, work: Work, event: TokenChunkEvent, state: TurnState, exc: SequenceTooLong
+    ) -> Outcome:
+        """A chunk that would take its message past the guard's context: an unsafe ``guard_error``
+        verdict and the message's cut-off (see the module docstring); its tokens are not logged."""
+        self._log_guard_failure(work, exc)
+        policy, at = Policy(state.policy), state.response_tokens
+        self._backend.release(ids.turn_key(event.conversation_id, event.message_id))
+        verdict = self._verdict(
+            event,
+            work.delivery,
+            stage=Stage.RESPONSE,
+            seq=event.seq,
+            span=(at, at),
+            risk=Risk.UNSAFE,
+            action=Action.CUTOFF,
+            category=None,
+            probs=None,
+            tier=self._backend.info.tier,
+            policy=policy,
+            status=VerdictStatus.GUARD_ERROR,
+        )
+        control = self._control(
+            event, Stage.RESPONSE, event.seq, at, Risk.UNSAFE, None, policy, reason=_failure_reason(exc)
+        )
+        await self._publish_all([(verdict, work), (control, None)])
+        cutoff = json.dumps({"seq": event.seq, "token_index": at, "risk": Risk.UNSAFE.value})
+        update = ChunkUpdate(
+            response_tokens=at,
+            tokenizer_state=state.tokenizer_state,
+            carry=state.carry,
+            cutoff=cutoff,
+            final=event.final,
+        )
+        epoch = self._epoch(work.delivery.partition)
+        status = await self._store.apply_chunk(
+            event.conversation_id, event.message_id, epoch=epoch, seq=event.seq, new_ids=[], update=update
+        )
+        new = replace(state, epoch=epoch, next_seq=event.seq + 1, cutoff=cutoff, final=event.final)
+        (outcome,) = await self._committed([work], status, new)
+        return outcome
 
     def _after_cutoff_verdict(
         self, event: TokenChunkEvent, work: Work, policy: Policy, cutoff: str, at: int
@@ -759,6 +847,11 @@ class _Piece:
 
 
 def _failure_reason(failure: Exception) -> str:
+    if isinstance(failure, SequenceTooLong):
+        return (
+            f"the message outgrew the guard's context: {failure.tokens} tokens exceed the model's "
+            f"{failure.limit} positions; the rest of it cannot be judged"
+        )
     return f"the guard failed on this {type(failure).__name__}: {failure}"[:500]
 
 

@@ -23,7 +23,9 @@ from topics.events import (
     VerdictEvent,
     VerdictStatus,
 )
+from workers.backends.base import PromptRequest, PromptScores, ResponseRequest, ResponseScores
 from workers.engine.debounce import Policy
+from workers.engine.jobs import SequenceTooLong
 from workers.moderation.delivery import Delivery
 from workers.moderation.lanes import Outcome, Work
 from workers.moderation.moderator import Moderator, ModeratorConfig
@@ -422,3 +424,104 @@ async def test_a_run_that_cannot_start_waits_whole() -> None:
     await h.prompt("c")
     assert await _feed_run(h, events[1:]) == [Outcome.WAIT_SEQ] * 2
     assert await _feed_run(h, events) == [Outcome.APPLIED] * 3
+
+
+class ShortContextBackend(FakeBackend):
+    """A FakeBackend whose model has only ``limit`` positions, checked as the engine checks them."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    async def score_prompt(self, request: PromptRequest) -> PromptScores:
+        if len(request.token_ids) > self.limit:
+            raise SequenceTooLong(request.key, len(request.token_ids), self.limit)
+        return await super().score_prompt(request)
+
+    async def score_response(self, request: ResponseRequest) -> ResponseScores:
+        if request.offset + len(request.new_ids) > self.limit:
+            raise SequenceTooLong(request.key, request.offset + len(request.new_ids), self.limit)
+        return await super().score_response(request)
+
+
+async def _run(h: Harness, events: Sequence[TokenChunkEvent]) -> list[Outcome]:
+    """Hand ``events`` to the moderator as one run, as a lane does, until all are processed."""
+
+    async def ack() -> None:
+        h.acks += 1
+
+    works = []
+    for event in events:
+        h.offset += 1
+        delivery = Delivery("guard.tokens", 0, h.offset, event.conversation_id.encode(), b"{}", time.perf_counter())
+        works.append(Work(event=event, delivery=delivery, ack=ack))
+    outcomes: list[Outcome] = []
+    while works:
+        done = await h.moderator.handle(works)
+        outcomes += done
+        works = works[len(done) :]
+    return outcomes
+
+
+@pytest.mark.parametrize("on_error", [Action.CUTOFF, Action.FLAG])
+async def test_a_message_that_outgrows_the_context_is_closed_with_an_explicit_cut_off(on_error: Action) -> None:
+    h = Harness(backend=ShortContextBackend(limit=40))
+    h.moderator = Moderator(h.backend, h.store, h.sink, replace(CONFIG, on_error=on_error))
+    await h.prompt("c")
+    prompt_len = len(await h.store.read_log("c"))
+    filler = h.backend.chat.encode_text(" bread")
+    # One run: the first two chunks fit, the third would pass the limit, the fourth comes after it.
+    room = 40 - prompt_len - len(h.backend.chat.response_prefix)
+    chunks = [
+        TokenChunkEvent(conversation_id="c", message_id="m1", seq=0, token_ids=tuple(filler * 2)),
+        TokenChunkEvent(conversation_id="c", message_id="m1", seq=1, token_ids=tuple(filler * 2)),
+        TokenChunkEvent(conversation_id="c", message_id="m1", seq=2, token_ids=tuple(filler * room)),
+        TokenChunkEvent(conversation_id="c", message_id="m1", seq=3, token_ids=tuple(filler), final=True),
+    ]
+    await _run(h, chunks)
+
+    verdicts = h.verdicts(Stage.RESPONSE)
+    assert [(v.seq, v.status, v.action) for v in verdicts] == [
+        (0, VerdictStatus.MODERATED, Action.ALLOW),  # judged one by one, as if they had come alone
+        (1, VerdictStatus.MODERATED, Action.ALLOW),
+        (2, VerdictStatus.GUARD_ERROR, Action.CUTOFF),  # whatever guard.on_error says
+        (3, VerdictStatus.AFTER_CUTOFF, Action.CUTOFF),
+    ]
+    assert verdicts[2].risk is Risk.UNSAFE and verdicts[2].token_start == verdicts[2].token_end
+    (control,) = h.sink.of_type(ControlEvent)
+    assert control.seq == 2 and "outgrew the guard's context" in control.reason and "40 positions" in control.reason
+    # The chunk that did not fit never entered the log: it stays within the context.
+    assert len(await h.store.read_log("c")) <= 40
+    assert h.acks == 5 and not h.sink.of_type(DeadLetter)
+
+
+async def test_a_prompt_beyond_the_context_is_blocked_whatever_on_error_says() -> None:
+    h = Harness(backend=ShortContextBackend(limit=10))
+    h.moderator = Moderator(h.backend, h.store, h.sink, replace(CONFIG, on_error=Action.FLAG))
+    assert await h.prompt("c", "a long prompt " * 20) is Outcome.APPLIED
+    (prompt,) = h.verdicts(Stage.PROMPT)
+    assert (prompt.status, prompt.action, prompt.risk) == (VerdictStatus.GUARD_ERROR, Action.CUTOFF, Risk.UNSAFE)
+    (control,) = h.sink.of_type(ControlEvent)
+    assert "outgrew the guard's context" in control.reason
+    await h.chunk("c", 0, "Sure")
+    assert h.verdicts(Stage.RESPONSE)[-1].status is VerdictStatus.AFTER_CUTOFF
+
+
+async def test_a_chunk_with_a_token_id_outside_the_vocabulary_is_dead_lettered_and_scores_nothing() -> None:
+    h = Harness()
+    await h.prompt("c")
+    vocab = len(h.backend.chat.tokenizer)
+    filler = tuple(h.backend.chat.encode_text(" bread"))
+    outcomes = await _run(
+        h,
+        [
+            TokenChunkEvent(conversation_id="c", message_id="m1", seq=0, token_ids=filler),
+            TokenChunkEvent(conversation_id="c", message_id="m1", seq=1, token_ids=(*filler, vocab + 300)),
+        ],
+    )
+    assert outcomes == [Outcome.APPLIED, Outcome.DONE]
+    assert [v.seq for v in h.verdicts(Stage.RESPONSE)] == [0]  # the run's first chunk was judged
+    (letter,) = h.sink.of_type(DeadLetter)
+    assert (letter.reason, letter.field) == ("invalid_value", "token_ids")
+    assert str(vocab + 300) in letter.detail
+    assert all(vocab + 300 not in r.new_ids for r in h.backend.responses)

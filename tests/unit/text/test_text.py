@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import unicodedata
 from collections.abc import Sequence
 
 import pytest
@@ -171,6 +172,22 @@ class TestOverflowGuard:
         assert inc.forced_cuts > 0
         assert "without a safe cut" in caplog.text
         assert qwen_format.tokenizer.decode(ids) == text  # lossless, though split differently
+
+    @pytest.mark.parametrize("mark", ["\u0301", "\u0323\u0301"])
+    def test_combining_marks_without_end_are_cut_too(self, qwen_format: ChatFormat, mark: str) -> None:
+        # No character of the text starts a normalisation unit, so no cut is NFC-safe: the tail
+        # must still be cut, or it (and the work of every delta) grows with the answer.
+        text = mark * 3000
+        inc = IncrementalTokenizer(qwen_format, max_pending_chars=256)
+        ids: list[int] = []
+        for start in range(0, len(text), 100):
+            ids += inc.feed(text[start : start + 100])
+            assert len(inc.pending_text) <= 256 + 100
+        ids += inc.finish()
+        assert inc.forced_cuts > 0
+        # Every mark is kept; marks of different classes may be reordered within each side of a cut
+        # instead of across it (NFC reorders them canonically).
+        assert sorted(qwen_format.tokenizer.decode(ids)) == sorted(unicodedata.normalize("NFC", text))
 
     def test_below_the_limit_nothing_is_forced(self, qwen_format: ChatFormat) -> None:
         text = "b" * 200

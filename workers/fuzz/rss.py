@@ -1,0 +1,70 @@
+"""Sampling a process's resident memory (``VmRSS`` in ``/proc/<pid>/status``) while a run goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+
+def rss_kib(pid: int) -> int | None:
+    """The resident set of ``pid`` in KiB, or None when the process is gone (or a zombie)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None  # a zombie has no VmRSS line
+
+
+@dataclass
+class RssSampler:
+    """``async with RssSampler(pid) as rss:`` samples every ``interval_s``; ``samples`` are KiB."""
+
+    pid: int
+    interval_s: float = 0.25
+    samples: list[int] = field(default_factory=list)
+    gone: bool = False
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def first_mib(self) -> float:
+        return self.samples[0] / 1024 if self.samples else 0.0
+
+    @property
+    def max_mib(self) -> float:
+        return max(self.samples) / 1024 if self.samples else 0.0
+
+    @property
+    def last_mib(self) -> float:
+        return self.samples[-1] / 1024 if self.samples else 0.0
+
+    def sample(self) -> None:
+        kib = rss_kib(self.pid)
+        if kib is None:
+            self.gone = True
+        else:
+            self.samples.append(kib)
+
+    async def __aenter__(self) -> RssSampler:
+        self.sample()
+        self._task = asyncio.create_task(self._run(), name="rss-sampler")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.sample()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.sample()
