@@ -19,6 +19,8 @@ class Topic(StrEnum):
     VERDICTS = "verdicts"
     CONTROL = "control"
     DEAD_LETTER = "dlq"
+    SHADOW_VERDICTS = "shadow.verdicts"
+    """Verdicts of a shadow guard (``shadow`` settings): judged on the same traffic, acted on by no one."""
 
     def full_name(self, prefix: str = DEFAULT_PREFIX) -> str:
         """The Kafka topic name under ``prefix``."""

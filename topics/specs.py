@@ -2,7 +2,8 @@
 
 Prompts and tokens must have the same partition count (they are co-partitioned by
 ``conversation_id`` so that one worker owns a conversation's prompt and its answer);
-``check_copartitioned`` enforces it wherever specs are built from configuration.
+``check_copartitioned`` enforces it wherever specs are built from configuration. The shadow
+verdicts topic is created with the others, so a shadow guard can be switched on without a topic step.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ TOPIC_SPECS: Mapping[Topic, TopicSpec] = {
     Topic.DEAD_LETTER: TopicSpec(
         topic=Topic.DEAD_LETTER, partitions=1, retention_ms=30 * DAY_MS, value_type=ev.DeadLetter
     ),
+    Topic.SHADOW_VERDICTS: TopicSpec(topic=Topic.SHADOW_VERDICTS, partitions=8, value_type=ev.VerdictEvent),
 }
 
 

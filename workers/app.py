@@ -1,7 +1,9 @@
 """The worker's faust app: built by ``create_app(settings, runtime)``, nothing at import time.
 
 One app per worker process. Agents consume prompts and tokens; the guard backend, the Redis store
-and the lanes live in ``WorkerRuntime``, started and stopped with the app.
+and the lanes live in ``WorkerRuntime``, started and stopped with the app, and so does the shadow
+guard when ``shadow.enabled`` (``workers.shadow``): it is offered every decoded event and never
+awaited by the live path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from workers.metrics import NullSensor, Sensor
 from workers.moderation.lanes import ConversationRouter
 from workers.moderation.moderator import Moderator, ModeratorConfig
 from workers.settings import Settings
+from workers.shadow.runtime import ShadowGuard
 from workers.state.redis_store import RedisStore
 
 logger = logging.getLogger(__name__)
@@ -44,7 +47,13 @@ class WorkerRuntime(Service):
     """Everything a worker holds besides faust: backend, store, moderator, lanes."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, backend: GuardBackend, sensor: Sensor, **kwargs: Any
+        self,
+        app: faust.App,
+        settings: Settings,
+        backend: GuardBackend,
+        sensor: Sensor,
+        shadow: ShadowGuard | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         # Called once, when the backend is loaded and the group has given this worker its partitions.
@@ -80,7 +89,14 @@ class WorkerRuntime(Service):
             reorder_window=w.reorder_window,
             reorder_wait_s=w.reorder_wait_s,
         )
-        self.ingest = Ingest(self.moderator, self.router, max_bytes=settings.kafka.max_message_bytes, sensor=sensor)
+        self.shadow = shadow
+        self.ingest = Ingest(
+            self.moderator,
+            self.router,
+            max_bytes=settings.kafka.max_message_bytes,
+            sensor=sensor,
+            tap=shadow.offer if shadow is not None else None,
+        )
 
         self.broker_lost = False  # set when no broker answered for kafka.broker_unreachable_exit_s
         self.ready = asyncio.Event()  # the backend is loaded: the agents may consume
@@ -90,7 +106,10 @@ class WorkerRuntime(Service):
 
     async def on_start(self) -> None:
         await self.store.ping()
-        await self.backend.start()
+        if self.shadow is not None:
+            await asyncio.gather(self.backend.start(), self.shadow.start())
+        else:
+            await self.backend.start()
         logger.info("guard backend ready: %s", self.backend.info.model_id)
         # The model, its tokenizer and the libraries are millions of long-lived objects; left to
         # the collector, every full collection walks them all on the event loop (~250 ms stalls at
@@ -109,6 +128,7 @@ class WorkerRuntime(Service):
             **self.backend.engine_stats(),
             "lanes_active": self.router.active_lanes,
             "store_failures": self.moderator.store_outage.total_failures,
+            **(self.shadow.runtime_stats() if self.shadow is not None else {}),
         }
 
     @Service.task
@@ -167,14 +187,26 @@ class WorkerRuntime(Service):
 
     async def on_stop(self) -> None:
         await self.router.aclose()
+        if self.shadow is not None:
+            await self.shadow.stop()
         await self.backend.close()
         await self.store.aclose()
 
 
 def create_app(
-    settings: Settings, backend: GuardBackend, *, sensor: Sensor | None = None
+    settings: Settings,
+    backend: GuardBackend,
+    *,
+    sensor: Sensor | None = None,
+    shadow_backend: GuardBackend | None = None,
 ) -> tuple[faust.App, WorkerRuntime]:
-    """The faust app with its agents, and the runtime it starts."""
+    """The faust app with its agents, and the runtime it starts.
+
+    ``shadow_backend`` (built from ``workers.shadow.runtime.shadow_settings``) is required when
+    ``shadow.enabled`` and must not be given otherwise.
+    """
+    if settings.shadow.enabled != (shadow_backend is not None):
+        raise ValueError("a shadow backend is given exactly when shadow.enabled is set")
     k = settings.kafka
     app = faust.App(
         k.group_id,
@@ -197,7 +229,13 @@ def create_app(
         consumer_max_fetch_size=max(k.max_message_bytes, 1 << 20) + (64 << 10),
         stream_wait_empty=False,
     )
-    runtime = WorkerRuntime(app, settings, backend, sensor or NullSensor())
+    sensor = sensor or NullSensor()
+    shadow = (
+        ShadowGuard(settings, shadow_backend, worker_id=worker_id(settings), sensor=sensor)
+        if shadow_backend is not None
+        else None
+    )
+    runtime = WorkerRuntime(app, settings, backend, sensor, shadow)
     app.service(runtime)  # type: ignore[arg-type]  # faust accepts instances, its stub says classes
 
     def topic(which: Topic) -> faust.TopicT:
@@ -213,6 +251,8 @@ def create_app(
         assigned: set[Any] = args[0] if args else kwargs["assigned"]
         partitions = sorted({tp.partition for tp in assigned})
         await runtime.moderator.on_assigned(partitions)
+        if runtime.shadow is not None:
+            runtime.shadow.assign(partitions)  # applied by the shadow's own task, never awaited here
         runtime.partitions_assigned(len(partitions))
 
     app.on_partitions_assigned.connect(on_assigned)

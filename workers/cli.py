@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workers.engine.commands",
     "workers.bench.commands",
     "workers.guards.commands",  # after workers.bench.commands: it adds `prefilter` to that `bench` group
+    "workers.shadow.commands",
     "workers.fuzz.commands",
 )
 

@@ -63,6 +63,16 @@ class Sensor(Protocol):
     def on_dead_letter(self, reason: str) -> None:
         """A record was dead-lettered."""
 
+    def on_shadow_event(self, outcome: str) -> None:
+        """An event was offered to the shadow guard: ``queued``, or not judged by it: ``dropped`` (its
+        queue was full) or ``skipped`` (an earlier event of its message was dropped)."""
+
+    def on_shadow_verdict(self, stage: str, latency_s: float) -> None:
+        """The shadow guard published a verdict ``latency_s`` after the live worker received the record."""
+
+    def on_shadow_discard(self, kind: str) -> None:
+        """The shadow guard produced an effect it never publishes: ``control`` or ``dead_letter``."""
+
     def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
         """Read ``read()`` at every scrape: values keyed as in ``RUNTIME_SERIES``."""
 
@@ -81,6 +91,7 @@ RUNTIME_SERIES: dict[str, tuple[str, str, bool]] = {
     "kv_bytes_used": ("guard_kv_bytes_in_use", "KV cache bytes held", False),
     "lanes_active": ("guard_lanes_active", "Conversations with events being processed", False),
     "store_failures": ("guard_store_failures", "State store attempts that failed (each is retried)", True),
+    "shadow_queued": ("guard_shadow_queue_depth", "Events waiting for the shadow guard", False),
 }
 """Series read from the runtime at scrape time; rates give rows and tokens per forward and the time
 per forward (``rate(guard_engine_tokens_total) / rate(guard_engine_forwards_total)``)."""
@@ -100,6 +111,15 @@ class NullSensor:
         pass
 
     def on_dead_letter(self, reason: str) -> None:
+        pass
+
+    def on_shadow_event(self, outcome: str) -> None:
+        pass
+
+    def on_shadow_verdict(self, stage: str, latency_s: float) -> None:
+        pass
+
+    def on_shadow_discard(self, kind: str) -> None:
         pass
 
     def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
@@ -138,6 +158,25 @@ class PrometheusSensor:
             "guard_cutoffs", "Cut-offs published, per stage and category", ["stage", "category"], registry=self.registry
         )
         self._dead = Counter("guard_dead_letters", "Records dead-lettered", ["reason"], registry=self.registry)
+        self._shadow_events = Counter(
+            "guard_shadow_events",
+            "Events offered to the shadow guard: queued, dropped (queue full) or skipped (message incomplete)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._shadow_latency = Histogram(
+            "guard_shadow_verdict_latency_seconds",
+            "Record receipt to shadow verdict publication (queueing included), per stage",
+            ["stage"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12),
+            registry=self.registry,
+        )
+        self._shadow_discarded = Counter(
+            "guard_shadow_discarded",
+            "Effects of the shadow guard never published: cut-offs and dead letters",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def serve(self, port: int, *, host: str = "127.0.0.1", health: HealthReport | None = None) -> WSGIServer:
         """Serve ``/metrics`` (and ``/healthz`` when ``health`` is given) from a daemon thread;
@@ -177,6 +216,15 @@ class PrometheusSensor:
 
     def on_dead_letter(self, reason: str) -> None:
         self._dead.labels(reason).inc()
+
+    def on_shadow_event(self, outcome: str) -> None:
+        self._shadow_events.labels(outcome).inc()
+
+    def on_shadow_verdict(self, stage: str, latency_s: float) -> None:
+        self._shadow_latency.labels(stage).observe(latency_s)
+
+    def on_shadow_discard(self, kind: str) -> None:
+        self._shadow_discarded.labels(kind).inc()
 
     def add_source(self, read: Callable[[], Mapping[str, float]]) -> None:
         self.registry.register(_SourceCollector(read))

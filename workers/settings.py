@@ -131,6 +131,30 @@ class WorkerSettings(_Section):
     )
 
 
+class ShadowSettings(_Section):
+    """A second guard judging the same traffic without acting on it (``workers.shadow``)."""
+
+    enabled: bool = Field(False, description="Run a shadow guard beside the live one")
+    backend: Literal["stream", "cascade"] | None = Field(
+        None, description="The shadow's guard backend (default: guard.backend)"
+    )
+    checkpoint: str | None = Field(
+        None, description="The shadow's stream checkpoint, as guard.checkpoint (default: guard.checkpoint)"
+    )
+    policy: Literal["strict", "loose"] | None = Field(
+        None,
+        description="The policy the shadow judges every message by, whatever the event names (default: as "
+        "the live guard: the event's policy, else guard.policy)",
+    )
+    queue_size: int = Field(
+        10_000, ge=1, description="Events waiting for the shadow, at most; more are dropped and counted"
+    )
+    max_in_flight: int = Field(4096, ge=1, description="Events the shadow processes at once, at most")
+    redis_namespace: str = Field(
+        "", description="Prefix of the shadow's conversation state in Redis (default: <redis.namespace>:shadow)"
+    )
+
+
 class Settings(BaseSettings):
     """Everything streamwarden is configured by."""
 
@@ -146,6 +170,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     guard: GuardSettings = GuardSettings()
     worker: WorkerSettings = WorkerSettings()
+    shadow: ShadowSettings = ShadowSettings()
     log_level: str = Field("INFO", description="Python logging level")
     log_format: Literal["text", "json"] = Field(
         "text",
@@ -157,6 +182,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.engine.max_batch_rows > self.engine.max_batch_tokens:
             raise ValueError("engine.max_batch_rows cannot exceed engine.max_batch_tokens")
+        if self.shadow.redis_namespace == self.redis.namespace:
+            raise ValueError("shadow.redis_namespace must differ from redis.namespace (the live state)")
         return self
 
     @classmethod

@@ -11,6 +11,7 @@ from workers.app import create_app
 from workers.backends import make_backend
 from workers.metrics import NullSensor, PrometheusSensor, Sensor
 from workers.settings import Settings
+from workers.shadow.runtime import shadow_settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
     prometheus = PrometheusSensor() if settings.worker.metrics_port else None
     if prometheus is not None:
         sensor = prometheus
-    app, runtime = create_app(settings, make_backend(settings), sensor=sensor)
+    shadow_backend = make_backend(shadow_settings(settings)) if settings.shadow.enabled else None
+    app, runtime = create_app(settings, make_backend(settings), sensor=sensor, shadow_backend=shadow_backend)
     if prometheus is not None:
         w = settings.worker
         prometheus.serve(w.metrics_port, host=w.metrics_host, health=runtime.health.report)

@@ -86,6 +86,7 @@ async def test_topics_get_the_requested_partitions_and_configs(
         Topic.VERDICTS: 3,
         Topic.CONTROL: 3,
         Topic.DEAD_LETTER: 1,
+        Topic.SHADOW_VERDICTS: 3,
     }
     entries = {entry[0]: entry[1] for resource in configs[0].resources for entry in resource[4]}
     assert entries["retention.ms"] == str(30 * DAY_MS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from topics import codec
@@ -26,16 +27,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 InputEvent = type[PromptEvent] | type[TokenChunkEvent]
+Tap = Callable[[PromptEvent | TokenChunkEvent, Delivery], None]
 
 
 class Ingest:
     """Turns faust events into lane work, or into dead letters when they cannot be decoded."""
 
-    def __init__(self, moderator: Moderator, router: ConversationRouter, *, max_bytes: int, sensor: Sensor) -> None:
+    def __init__(
+        self,
+        moderator: Moderator,
+        router: ConversationRouter,
+        *,
+        max_bytes: int,
+        sensor: Sensor,
+        tap: Tap | None = None,
+    ) -> None:
+        """``tap`` (the shadow guard's ``offer``) sees every decoded event before the lanes do; it
+        must return at once."""
         self._moderator = moderator
         self._router = router
         self._max_bytes = max_bytes
         self._sensor = sensor
+        self._tap = tap
 
     async def consume(self, stream: faust.StreamT[Any], kind: InputEvent) -> None:
         """The agent body: runs for the life of the worker."""
@@ -77,4 +90,6 @@ class Ingest:
             )
             await ack()
             return
+        if self._tap is not None:
+            self._tap(decoded, delivery)
         await self._router.submit(Work(event=decoded, delivery=delivery, ack=ack))
