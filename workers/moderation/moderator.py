@@ -189,6 +189,7 @@ class Moderator:
                 work.delivery.partition,
                 work.delivery.offset,
                 len(run),
+                extra=work.delivery.log_extra(work.conversation_id),
             )
             self._states.pop(work.conversation_id, None)
             for each in run:
@@ -204,6 +205,7 @@ class Moderator:
                 work.delivery.partition,
                 work.delivery.offset,
                 _failure_reason(exc),
+                extra=work.delivery.log_extra(work.conversation_id),
             )
             return
         logger.error(
@@ -215,6 +217,7 @@ class Moderator:
             exc,
             self._cfg.on_error.value,
             exc_info=exc,
+            extra=work.delivery.log_extra(work.conversation_id),
         )
 
     async def expire(self, work: Work, outcome: Outcome, why: str) -> None:
@@ -246,6 +249,7 @@ class Moderator:
             event.seq,
             why,
             action.value,
+            extra=work.delivery.log_extra(event.conversation_id, event.message_id),
         )
         verdict = self._verdict(
             event,
@@ -664,6 +668,7 @@ class Moderator:
                 work.delivery.partition,
                 work.delivery.offset,
                 len(run),
+                extra=work.delivery.log_extra(work.conversation_id),
             )
             for each in run:
                 await each.ack()
@@ -681,6 +686,7 @@ class Moderator:
             event.message_id,
             event.seq,
             self._cfg.on_state_loss.value,
+            extra=run[0].delivery.log_extra(event.conversation_id, event.message_id),
         )
         await self._cut_off_without_context(
             event, "the conversation's state was lost (the state store restarted empty, or evicted or expired it)"
@@ -754,6 +760,7 @@ class Moderator:
             delivery.offset,
             reason,
             detail,
+            extra=delivery.log_extra(conversation_id),
         )
         await self._sink.publish(
             dead_letter(

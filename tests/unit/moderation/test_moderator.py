@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -152,16 +153,21 @@ async def test_chunk_before_prompt_waits_and_gaps_wait() -> None:
     assert h.acks == 3
 
 
-async def test_duplicates_are_dead_lettered_not_re_moderated() -> None:
+async def test_duplicates_are_dead_lettered_not_re_moderated(caplog: pytest.LogCaptureFixture) -> None:
     h = Harness()
     await h.prompt("c")
     await h.chunk("c", 0, "one ")
-    assert await h.chunk("c", 0, "one ") is Outcome.DONE
+    with caplog.at_level(logging.WARNING, logger="workers.moderation.moderator"):
+        assert await h.chunk("c", 0, "one ") is Outcome.DONE
     assert await h.prompt("c") is Outcome.DONE
     reasons = [d.reason for d in h.sink.of_type(DeadLetter)]
     assert reasons == ["duplicate_seq", "duplicate_prompt"]
     assert len(h.verdicts()) == 2
     assert h.acks == 4
+    # The log line names the record it is about, as keys a JSON log carries (log_format: json).
+    line, _ = [r for r in caplog.records if "dead-lettering" in r.getMessage()]
+    assert vars(line)["conversation_id"] == "c" and isinstance(vars(line)["kafka_offset"], int)
+    assert vars(line)["kafka_topic"] == h.sink.of_type(DeadLetter)[0].source_topic
 
 
 async def test_another_worker_resumes_from_the_store() -> None:
