@@ -84,6 +84,16 @@ def register(subparsers: Subparsers) -> None:
     prefilter.add_argument("--encoder-dtype", choices=("bfloat16", "float32"), default="bfloat16")
     prefilter.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: shared/datasets)")
     prefilter.add_argument("--cache-dir", type=Path, default=EMBEDDING_CACHE, help="embedding cache")
+    prefilter.add_argument(
+        "--adapter-rank",
+        type=int,
+        default=0,
+        help="fine-tune the encoder with LoRA adapters of this rank, with the head (0: frozen encoder)",
+    )
+    prefilter.add_argument("--adapter-epochs", type=int, default=1, help="fine-tuning epochs")
+    prefilter.add_argument(
+        "--adapter-max-tokens", type=int, default=128, help="fine-tuning reads each prompt up to this many tokens"
+    )
     _add_sets_option(prefilter)
     prefilter.set_defaults(handler=_train_prefilter)
     _register_stream_heads(train_targets)
@@ -226,8 +236,16 @@ def _response_sets(args: argparse.Namespace) -> dict[str, list[StreamedResponse]
 
 
 def _train_prefilter(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.guards.finetune import FineTuneConfig
     from workers.guards.train_prefilter import TrainConfig, train
 
+    if args.adapter_rank < 0:
+        raise SystemExit(f"--adapter-rank must be 0 (no fine-tuning) or more, not {args.adapter_rank}")
+    fine_tune = (
+        FineTuneConfig(rank=args.adapter_rank, epochs=args.adapter_epochs, max_tokens=args.adapter_max_tokens)
+        if args.adapter_rank
+        else None
+    )
     meta = train(
         TrainConfig(
             out=args.out,
@@ -236,6 +254,7 @@ def _train_prefilter(args: argparse.Namespace, settings: Settings) -> int:
             encoder=args.encoder,
             encoder_dtype=args.encoder_dtype,
             datasets=tuple(name for name in training_sets(args.sets) if name in TRAINING_SETS),
+            fine_tune=fine_tune,
             data_root=args.data_dir,
             cache_dir=args.cache_dir,
         )

@@ -14,14 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import torch
 
+from workers.guards.adapter import apply
+from workers.guards.meta import AdapterSpec
+
 if TYPE_CHECKING:
     import numpy.typing as npt
     from sentence_transformers import SentenceTransformer
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,36 @@ class Encoder:
             embedding = self._model.forward(features)["sentence_embedding"]
             result: npt.NDArray[np.float32] = embedding.float().cpu().numpy()
         return result
+
+    @property
+    def transformer(self) -> nn.Module:
+        """The transformer inside the sentence encoder (the part adapters attach to)."""
+        return cast("nn.Module", self._model[0].model)
+
+    def apply_adapter(self, spec: AdapterSpec, path: Path) -> None:
+        """Merge the LoRA adapter at ``path`` into the transformer's weights (``adapter.apply``)."""
+        self._model[0].model = apply(self.transformer, spec, path)
+        self._model.eval()
+        logger.info("merged adapter %s (rank %s) into %s", path, spec.rank, self.name)
+
+    def trainable_embeddings(self, texts: list[str], *, max_tokens: int) -> torch.Tensor:
+        """Embeddings of ``texts`` with autograd on (``[n, dim]``), each text cut to ``max_tokens``.
+
+        For fine-tuning: the caller puts the model in training mode (``set_training``) first.
+        """
+        saved = self._model.max_seq_length
+        self._model.max_seq_length = max_tokens
+        try:
+            features = self._model.preprocess(texts)
+        finally:
+            self._model.max_seq_length = saved
+        features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        embedding: torch.Tensor = self._model.forward(features)["sentence_embedding"]
+        return embedding
+
+    def set_training(self, training: bool) -> None:
+        """Dropout on (fine-tuning) or off (embedding, serving)."""
+        self._model.train(training)
 
     def token_count(self, text: str) -> int:
         """Tokens the encoder reads of ``text`` (after truncation to its maximum length)."""

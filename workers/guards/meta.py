@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 META_FILE = "meta.json"
 HEAD_FILE = "head.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
 FORMAT_VERSION = 1
 
 
@@ -24,6 +26,30 @@ class Thresholds:
     """How the two numbers were chosen, in words."""
 
 
+BERT_TARGETS: tuple[str, ...] = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+"""Every linear layer of a BERT block (MiniLM's architecture), by module-name suffix."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """Shape of the LoRA adapter a head was fine-tuned with (``adapter``); saved in ``ADAPTER_FILE``."""
+
+    rank: int
+    alpha: int
+    targets: tuple[str, ...] = BERT_TARGETS
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AdapterSpec:
+        return cls(rank=int(data["rank"]), alpha=int(data["alpha"]), targets=tuple(data["targets"]))
+
+
 @dataclass(frozen=True, slots=True)
 class PrefilterMeta:
     """Everything needed to load a head and to know where it came from.
@@ -31,6 +57,8 @@ class PrefilterMeta:
     ``risk_labels`` is the column order of the risk head (``RISK_ORDER``); ``categories`` that of
     the category head. ``probe`` identifies the encoder (``Encoder.probe``). ``training`` records
     the command, seed, datasets, corpus fingerprint, hyperparameters and validation metrics.
+    ``adapter`` is set when the encoder was fine-tuned: its LoRA factors are in ``ADAPTER_FILE``
+    and must be merged into the encoder before the probe and the head mean anything.
     """
 
     encoder: str
@@ -42,6 +70,7 @@ class PrefilterMeta:
     thresholds: Thresholds
     probe: tuple[float, ...]
     training: dict[str, Any] = field(default_factory=dict)
+    adapter: AdapterSpec | None = None
     format_version: int = FORMAT_VERSION
 
     def write(self, directory: Path) -> Path:
@@ -71,6 +100,7 @@ class PrefilterMeta:
             thresholds=Thresholds(**data["thresholds"]),
             probe=tuple(float(x) for x in data["probe"]),
             training=dict(data["training"]),
+            adapter=AdapterSpec.from_dict(data["adapter"]) if data.get("adapter") else None,
         )
 
 

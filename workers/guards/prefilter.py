@@ -12,7 +12,7 @@ import torch
 
 from workers.guards.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
 from workers.guards.head import PrefilterHead
-from workers.guards.meta import HEAD_FILE, PrefilterMeta, resolve_model_dir
+from workers.guards.meta import ADAPTER_FILE, HEAD_FILE, PrefilterMeta, resolve_model_dir
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -69,7 +69,8 @@ class Prefilter:
             dtype: encoder precision; defaults to the one the head was trained with.
 
         Raises:
-            FileNotFoundError: no head at ``model``.
+            FileNotFoundError: no head at ``model``, or its meta.json names an adapter file that is missing.
+            AdapterMismatch: the adapter does not fit the encoder.
             EncoderMismatch: the encoder does not produce the embeddings the head was trained on.
         """
         directory = resolve_model_dir(model)
@@ -77,6 +78,8 @@ class Prefilter:
         name = meta.encoder if encoder == DEFAULT_ENCODER else encoder
         precision = dtype or cast("EncoderDtype", meta.encoder_dtype)
         sentence_encoder = Encoder(name, device=device, dtype=precision)
+        if meta.adapter is not None:
+            sentence_encoder.apply_adapter(meta.adapter, directory / ADAPTER_FILE)
         sentence_encoder.check_probe(meta.probe)
         if sentence_encoder.dim != meta.embedding_dim:
             raise ValueError(f"encoder dimension {sentence_encoder.dim} != head input {meta.embedding_dim}")

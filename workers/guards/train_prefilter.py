@@ -8,11 +8,15 @@
    translations, paraphrases and attacks on one goal stay on one side;
 4. embeddings from the sentence encoder (cached by encoder and corpus fingerprint);
 5. the head, trained with a fixed seed on the training part (risk loss balanced per language and
-   label, category loss on records with a category);
+   label, category loss on records with a category); with ``--adapter-rank R`` the encoder is
+   fine-tuned too, with LoRA adapters trained together with the head (``finetune``), and the
+   validation part is embedded by the adapted encoder;
 6. thresholds chosen on the validation part (``thresholds``) and validation metrics;
-7. ``head.safetensors`` + ``meta.json`` recording the command, data, seed and metrics.
+7. ``head.safetensors`` (+ ``adapter.safetensors`` when fine-tuned) + ``meta.json`` recording the
+   command, data, seed and metrics.
 
-Same data, seed, encoder and machine give byte-identical head files.
+Same data, seed, encoder and machine give byte-identical head files (the frozen recipe; the
+fine-tuned one is seeded too, but not checked for byte identity).
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from rich.progress import track
 
 from topics.events import Risk
 from workers.backends.base import RISK_ORDER
+from workers.guards.adapter import save as save_adapter
 from workers.guards.datasets.corpus import describe, fingerprint, training_corpus
 from workers.guards.datasets.records import Purpose, Record
 from workers.guards.datasets.registry import DATASETS, TRAINING_SETS, dataset_root, sets_option
 from workers.guards.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
+from workers.guards.finetune import FineTuneConfig, Targets, fine_tune
 from workers.guards.head import PrefilterHead
-from workers.guards.meta import HEAD_FILE, PrefilterMeta, Thresholds
+from workers.guards.meta import ADAPTER_FILE, HEAD_FILE, PrefilterMeta, Thresholds
 from workers.guards.metrics import POLICIES, confusion, grouped, is_flagged, predicted_risk
 from workers.guards.prefilter import TextScores, head_probabilities
 from workers.guards.taxonomy import QUERY_CATEGORIES
@@ -69,6 +75,8 @@ class TrainConfig:
     category_weight: float = 0.5
     max_block_fpr: float = 0.01
     max_allow_leak: float = 0.02
+    fine_tune: FineTuneConfig | None = None
+    """Fine-tune the encoder with LoRA adapters (None: the head alone on frozen embeddings)."""
     data_root: Path | None = None
     cache_dir: Path | None = None
     progress: bool = True
@@ -82,6 +90,13 @@ class TrainConfig:
             parts += ["--encoder", self.encoder]
         if self.encoder_dtype != "bfloat16":
             parts += ["--encoder-dtype", self.encoder_dtype]
+        if self.fine_tune is not None:
+            defaults = FineTuneConfig()
+            parts += ["--adapter-rank", str(self.fine_tune.rank)]
+            if self.fine_tune.epochs != defaults.epochs:
+                parts += ["--adapter-epochs", str(self.fine_tune.epochs)]
+            if self.fine_tune.max_tokens != defaults.max_tokens:
+                parts += ["--adapter-max-tokens", str(self.fine_tune.max_tokens)]
         return " ".join(parts + sets_option(self.datasets, TRAINING_SETS))
 
 
@@ -216,10 +231,27 @@ def train(config: TrainConfig) -> PrefilterMeta:
     logger.info("training on %s records, validating on %s", len(train_records), len(val_records))
 
     encoder = Encoder(config.encoder, dtype=config.encoder_dtype)
-    embeddings = embed_cached(encoder, [r.text for r in records], config.cache_dir, progress=config.progress)
-    mask = np.array(val_mask)
-    head = fit_head(config, embeddings[~mask], train_records)
-    val_scores = head_probabilities(head, embeddings[mask])
+    factors: dict[str, torch.Tensor] | None = None
+    if config.fine_tune is None:
+        embeddings = embed_cached(encoder, [r.text for r in records], config.cache_dir, progress=config.progress)
+        mask = np.array(val_mask)
+        head = fit_head(config, embeddings[~mask], train_records)
+        val_embeddings = embeddings[mask]
+    else:
+        torch.manual_seed(config.seed)
+        head, factors = fine_tune(
+            encoder,
+            [r.text for r in train_records],
+            Targets(_risk_targets(train_records), _category_targets(train_records), _balance_weights(train_records)),
+            config.fine_tune,
+            head=PrefilterHead(encoder.dim, config.hidden, len(QUERY_CATEGORIES), config.dropout),
+            category_weight=config.category_weight,
+            seed=config.seed,
+            progress=config.progress,
+        )
+        # The adapted encoder's embeddings depend on its weights, so they are never cached.
+        val_embeddings = embed_cached(encoder, [r.text for r in val_records], None, progress=config.progress)
+    val_scores = head_probabilities(head, val_embeddings)
     thresholds = select_thresholds(
         val_scores.risk,
         [r.label for r in val_records],
@@ -236,6 +268,7 @@ def train(config: TrainConfig) -> PrefilterMeta:
         categories=QUERY_CATEGORIES,
         thresholds=thresholds,
         probe=tuple(encoder.probe()),
+        adapter=config.fine_tune.spec if config.fine_tune is not None else None,
         training={
             "command": config.command(),
             "seed": config.seed,
@@ -256,6 +289,10 @@ def train(config: TrainConfig) -> PrefilterMeta:
     )
     config.out.mkdir(parents=True, exist_ok=True)
     head.save(config.out / HEAD_FILE)
+    if factors is not None:
+        save_adapter(factors, config.out / ADAPTER_FILE)
+    else:
+        (config.out / ADAPTER_FILE).unlink(missing_ok=True)  # a stale one would be merged on load
     meta.write(config.out)
     logger.info(
         "prefilter head written to %s (thresholds unsafe=%.4f safe=%.4f)",
