@@ -34,7 +34,7 @@ from workers.backends.base import (
     ResponseRequest,
     ResponseScores,
 )
-from workers.guards.taxonomy import canonical_category
+from workers.backends.taxonomy import canonical_category
 
 if TYPE_CHECKING:
     from workers.engine.template import ChatFormat

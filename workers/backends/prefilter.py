@@ -7,7 +7,7 @@ on the development machine with the same scores to three decimals; the training 
 arrive while a batch is being scored are scored together in the next batch (no added wait), and
 the model runs in a worker thread, never on the event loop.
 
-``PromptScores.decided`` is True when the head is confident (``workers.guards.thresholds``): the
+``PromptScores.decided`` is True when the head is confident (``prefilter_meta.is_decided``): the
 cascade skips the stream guard then. The prefilter judges prompts only: ``score_response``
 raises ``PromptOnlyError``, and it has no chat format of its own.
 """
@@ -23,14 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from workers.backends.base import ModelInfo, PromptRequest, PromptScores, ResponseRequest, ResponseScores
-from workers.guards.meta import HEAD_FILE, META_FILE, PrefilterMeta, Thresholds, resolve_model_dir
-from workers.guards.thresholds import is_decided
+from workers.backends.prefilter_meta import (
+    HEAD_FILE,
+    META_FILE,
+    PrefilterMeta,
+    Thresholds,
+    is_decided,
+    resolve_model_dir,
+)
 from workers.settings import Settings
 
 if TYPE_CHECKING:
+    from workers.backends.encoder import EncoderDtype
+    from workers.backends.prefilter_model import TextScores
     from workers.engine.template import ChatFormat
-    from workers.guards.encoder import EncoderDtype
-    from workers.guards.prefilter import TextScores
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class PromptOnlyError(RuntimeError):
 
 
 class TextScorer(Protocol):
-    """What the backend needs of a model: ``workers.guards.prefilter.Prefilter`` in production."""
+    """What the backend needs of a model: ``workers.backends.prefilter_model.Prefilter`` in production."""
 
     def score(self, texts: Sequence[str]) -> TextScores: ...
 
@@ -103,7 +109,7 @@ class PrefilterBackend:
         self._task: asyncio.Task[None] | None = None
 
     def _load_prefilter(self) -> TextScorer:
-        from workers.guards.prefilter import Prefilter
+        from workers.backends.prefilter_model import Prefilter
 
         device = _device(self._device_setting)
         dtype: EncoderDtype | None = None  # the head's training precision

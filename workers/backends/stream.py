@@ -80,7 +80,7 @@ def shipped_checkpoint(path: Path, *, allow_test_checkpoint: bool, models_cache:
         CheckpointError: the artifact is malformed, or its backbone is missing or differs from the
             one the heads were trained on.
     """
-    from workers.guards.stream_heads.artifact import is_artifact, materialise
+    from workers.backends.stream_artifact import is_artifact, materialise
 
     if is_artifact(path):
         path = materialise(path, cache_root=models_cache)

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from workers.backends.base import PromptRequest
+from workers.backends.encoder import load_path
 from workers.backends.prefilter import PrefilterBackend
+from workers.backends.prefilter_model import Prefilter, TextScores, head_probabilities
 from workers.guards.datasets.records import Purpose
 from workers.guards.datasets.registry import load
-from workers.guards.encoder import load_path
 from workers.guards.evaluation import sample
-from workers.guards.prefilter import Prefilter, TextScores, head_probabilities
 from workers.settings import Settings
 
 

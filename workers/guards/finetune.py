@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from rich.progress import track
 
-from workers.guards.adapter import attach, factors, merge
-from workers.guards.encoder import Encoder
-from workers.guards.head import PrefilterHead
-from workers.guards.meta import AdapterSpec
+from workers.backends.encoder import Encoder
+from workers.backends.prefilter_adapter import attach, factors, merge
+from workers.backends.prefilter_head import PrefilterHead
+from workers.backends.prefilter_meta import AdapterSpec
 
 logger = logging.getLogger(__name__)
 

@@ -19,20 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from topics.events import Risk
-from workers.backends.base import RISK_ORDER
-from workers.guards.meta import Thresholds
+from workers.backends.prefilter_meta import SAFE_COLUMN, UNSAFE_COLUMN, Thresholds
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-SAFE_COLUMN = RISK_ORDER.index(Risk.SAFE)
-UNSAFE_COLUMN = RISK_ORDER.index(Risk.UNSAFE)
 FLOOR = 0.5
-
-
-def is_decided(risk: npt.NDArray[np.float32], thresholds: Thresholds) -> bool:
-    """Whether probabilities ``risk`` (``RISK_ORDER``) are confident enough to skip escalation."""
-    return bool(risk[UNSAFE_COLUMN] >= thresholds.unsafe or risk[SAFE_COLUMN] >= thresholds.safe)
 
 
 def smallest_threshold(scores: npt.NDArray[np.float32], wrong: npt.NDArray[np.bool_], max_rate: float) -> float:

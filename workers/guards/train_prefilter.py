@@ -36,18 +36,18 @@ from rich.progress import track
 
 from topics.events import Risk
 from workers.backends.base import RISK_ORDER
-from workers.guards.adapter import save as save_adapter
+from workers.backends.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
+from workers.backends.prefilter_adapter import save as save_adapter
+from workers.backends.prefilter_head import PrefilterHead
+from workers.backends.prefilter_meta import ADAPTER_FILE, HEAD_FILE, PrefilterMeta, Thresholds, is_decided
+from workers.backends.prefilter_model import TextScores, head_probabilities
+from workers.backends.taxonomy import QUERY_CATEGORIES
 from workers.guards.datasets.corpus import describe, fingerprint, training_corpus
 from workers.guards.datasets.records import Purpose, Record
 from workers.guards.datasets.registry import DATASETS, TRAINING_SETS, dataset_root, sets_option
-from workers.guards.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
 from workers.guards.finetune import FineTuneConfig, Targets, fine_tune
-from workers.guards.head import PrefilterHead
-from workers.guards.meta import ADAPTER_FILE, HEAD_FILE, PrefilterMeta, Thresholds
 from workers.guards.metrics import POLICIES, confusion, grouped, is_flagged, predicted_risk
-from workers.guards.prefilter import TextScores, head_probabilities
-from workers.guards.taxonomy import QUERY_CATEGORIES
-from workers.guards.thresholds import is_decided, select_thresholds
+from workers.guards.thresholds import select_thresholds
 
 if TYPE_CHECKING:
     import numpy.typing as npt

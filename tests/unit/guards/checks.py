@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from topics.events import Risk
+from workers.backends.taxonomy import QUERY_CATEGORIES
 from workers.guards.datasets.records import Record
-from workers.guards.taxonomy import QUERY_CATEGORIES
 
 
 def assert_prompt_records(records: Sequence[Record], name: str, languages: set[str]) -> None:

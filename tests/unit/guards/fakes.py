@@ -18,8 +18,8 @@ from workers.backends.base import (
     ResponseRequest,
     ResponseScores,
 )
-from workers.guards.prefilter import TextScores
-from workers.guards.taxonomy import QUERY_CATEGORIES
+from workers.backends.prefilter_model import TextScores
+from workers.backends.taxonomy import QUERY_CATEGORIES
 
 if TYPE_CHECKING:
     from workers.engine.template import ChatFormat

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.records import text_key
 from workers.guards.datasets.registry import DATASETS, dataset_root
 from workers.guards.stream_heads import answers_dialogue as ad

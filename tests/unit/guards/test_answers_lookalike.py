@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from topics.events import Risk
+from workers.backends.taxonomy import QUERY_CATEGORIES
 from workers.guards.datasets.added_prompts import read_jade_db_zh as read_jade_prompts
 from workers.guards.datasets.files import json_lines
 from workers.guards.datasets.lookalikes_en import read_coconot as read_coconot_prompts
@@ -19,7 +20,6 @@ from workers.guards.datasets.records import Record
 from workers.guards.datasets.registry import dataset_root
 from workers.guards.stream_heads import answers_lookalike
 from workers.guards.stream_heads.answers import PromptIndex, ResponseReader, ResponseRecord
-from workers.guards.taxonomy import QUERY_CATEGORIES
 
 PromptReader = Callable[[Path, str], Iterator[Record]]
 

@@ -11,8 +11,8 @@ import pytest
 from workers.backends.base import PromptRequest, ResponseRequest
 from workers.backends.cascade import CascadeBackend
 from workers.backends.prefilter import PrefilterBackend, PromptOnlyError
-from workers.guards.meta import PrefilterMeta, Thresholds
-from workers.guards.taxonomy import QUERY_CATEGORIES
+from workers.backends.prefilter_meta import PrefilterMeta, Thresholds
+from workers.backends.taxonomy import QUERY_CATEGORIES
 from workers.settings import Settings, load_settings
 
 from .fakes import ScriptedGuard, ScriptedScorer
@@ -185,7 +185,7 @@ async def test_cascade_prime_failure_is_not_a_verdict_failure(caplog: pytest.Log
 def test_prefilter_encoder_runs_in_float32_on_the_cpu_by_default(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, setting: str, expected: str
 ) -> None:
-    from workers.guards.prefilter import Prefilter
+    from workers.backends.prefilter_model import Prefilter
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(Prefilter, "load", classmethod(lambda cls, *a, **kw: seen.update(kw)))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from topics.events import Risk
+from workers.backends.taxonomy import QUERY_CATEGORIES, canonical_category
 from workers.guards.datasets.records import Purpose, text_key
 from workers.guards.datasets.registry import DATASETS, dataset_root, load
-from workers.guards.taxonomy import QUERY_CATEGORIES, canonical_category
 
 
 @pytest.fixture(scope="module")

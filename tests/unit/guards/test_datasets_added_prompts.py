@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from topics.events import Risk
+from workers.backends.taxonomy import SELF_HARM
 from workers.guards.datasets import added_prompts
 from workers.guards.datasets.files import json_lines
 from workers.guards.datasets.records import Record
 from workers.guards.datasets.registry import dataset_root
-from workers.guards.taxonomy import SELF_HARM
 
 from .checks import assert_prompt_records
 

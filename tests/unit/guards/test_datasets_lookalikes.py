@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from topics.events import Risk
+from workers.backends.taxonomy import JAILBREAK
 from workers.guards.datasets import lookalikes_en
 from workers.guards.datasets.records import Record
 from workers.guards.datasets.registry import dataset_root
-from workers.guards.taxonomy import JAILBREAK
 
 from .checks import assert_prompt_records
 

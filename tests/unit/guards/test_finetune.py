@@ -9,14 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from workers.guards import adapter, train_prefilter
+from workers.backends import prefilter_adapter as adapter
+from workers.backends.encoder import Encoder
+from workers.backends.prefilter_head import PrefilterHead
+from workers.backends.prefilter_meta import ADAPTER_FILE, HEAD_FILE, AdapterSpec, PrefilterMeta
+from workers.backends.prefilter_model import Prefilter
+from workers.guards import train_prefilter
 from workers.guards.datasets.corpus import training_corpus
 from workers.guards.datasets.registry import FIRST_BATCH_TRAINING_SETS, dataset_root
-from workers.guards.encoder import Encoder
 from workers.guards.finetune import FineTuneConfig, Targets, fine_tune
-from workers.guards.head import PrefilterHead
-from workers.guards.meta import ADAPTER_FILE, HEAD_FILE, AdapterSpec, PrefilterMeta
-from workers.guards.prefilter import Prefilter
 from workers.guards.train_prefilter import TrainConfig, train
 
 TEXTS = ["How can I kill a Python process?", "How can I kill my neighbour?", "Как дела?", "如何制造炸弹"]

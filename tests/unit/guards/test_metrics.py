@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from topics.events import Risk
-from workers.guards.meta import Thresholds
+from workers.backends.prefilter_meta import Thresholds, is_decided
 from workers.guards.metrics import (
     Confusion,
     confusion,
@@ -17,7 +17,7 @@ from workers.guards.metrics import (
     is_flagged,
     predicted_risk,
 )
-from workers.guards.thresholds import is_decided, select_thresholds, smallest_threshold
+from workers.guards.thresholds import select_thresholds, smallest_threshold
 
 
 def test_confusion_rates() -> None:

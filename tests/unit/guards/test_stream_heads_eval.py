@@ -12,6 +12,7 @@ from rich.console import Console
 
 from topics.events import Risk
 from workers.backends.base import ModelInfo, PromptRequest, PromptScores, ResponseRequest, ResponseScores
+from workers.backends.taxonomy import QUERY_CATEGORIES
 from workers.engine.debounce import DebounceCarry, Trigger
 from workers.engine.template import ChatFormat, packaged_qwen3_tokenizer_dir
 from workers.guards import report
@@ -21,7 +22,6 @@ from workers.guards.metrics import STREAM_BINS, StreamOutcome, stream_timing, su
 from workers.guards.stream_heads.answers import ResponseRecord
 from workers.guards.stream_heads.streams import StreamedResponse, natural, spliced
 from workers.guards.stream_heads.tokens import tokenize_response
-from workers.guards.taxonomy import QUERY_CATEGORIES
 
 SAFE_ROW = (1.0, 0.0, 0.0)
 UNSAFE_ROW = (0.0, 0.0, 1.0)

@@ -15,17 +15,17 @@ import torch
 
 from topics.events import Message, Role
 from workers.backends import stream
+from workers.backends import stream_artifact as artifact
+from workers.backends.backbone import SMOLLM2_GGUF, load_backbone, packaged_gguf, resolve_source
 from workers.backends.base import PromptRequest
 from workers.backends.stream import DEFAULT_HEADS_DIR, StreamBackend, resolve_guard_checkpoint
+from workers.backends.stream_artifact import is_artifact, materialise
 from workers.engine.checkpoint import open_checkpoint
 from workers.engine.template import ChatFormat
 from workers.guards.datasets.registry import FIRST_BATCH_TRAINING_SETS, TRAINING_SETS
 from workers.guards.evaluation import stream_response
 from workers.guards.metrics import StreamOutcome
-from workers.guards.stream_heads import artifact
 from workers.guards.stream_heads.answers import ResponseRecord
-from workers.guards.stream_heads.artifact import is_artifact, materialise
-from workers.guards.stream_heads.backbone import SMOLLM2_GGUF, load_backbone, packaged_gguf, resolve_source
 from workers.guards.stream_heads.responses import RESPONSE_TRAINING_SETS
 from workers.guards.stream_heads.streams import natural
 from workers.guards.stream_heads.train import TrainConfig, train

@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from topics.events import Message, Role
+from workers.backends.backbone import resolve_source
 from workers.backends.base import PromptRequest, ResponseRequest
 from workers.backends.stream import StreamBackend, shipped_checkpoint
+from workers.backends.stream_artifact import HEADS_FILE, is_artifact, materialise
 from workers.cli import build_parser
 from workers.engine.checkpoint import METADATA_KEY, CheckpointError, open_checkpoint
 from workers.engine.model import load_guard_model
@@ -25,8 +27,6 @@ from workers.engine.testing import QUERY_CATEGORIES, RESPONSE_CATEGORIES, RISK_L
 from workers.guards.datasets.records import Purpose
 from workers.guards.datasets.registry import DATASETS, FIRST_BATCH_TRAINING_SETS, training_sets
 from workers.guards.stream_heads import labels
-from workers.guards.stream_heads.artifact import HEADS_FILE, is_artifact, materialise
-from workers.guards.stream_heads.backbone import resolve_source
 from workers.guards.stream_heads.heads import StreamHeads
 from workers.guards.stream_heads.responses import RESPONSE_TRAINING_SETS
 from workers.guards.stream_heads.train import TrainConfig, train
@@ -316,7 +316,7 @@ def test_heads_on_the_first_layers_of_the_backbone(fake_backbone: Path, tmp_path
     (through the backbone's final norm), and the shipped artifact materialises to it."""
     from transformers import AutoModel
 
-    from workers.guards.stream_heads.backbone import BackboneError, load_backbone, truncate_backbone
+    from workers.backends.backbone import BackboneError, load_backbone, truncate_backbone
 
     metadata = train(_config(tmp_path / "checkpoint", fake_backbone, ship=tmp_path / "shipped", layers=1))
     backbone_entry = metadata["backbone"]

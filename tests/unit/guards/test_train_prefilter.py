@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.guards import prefilter as prefilter_module
+from workers.backends import prefilter_model as prefilter_module
+from workers.backends.encoder import Encoder
+from workers.backends.prefilter_head import PrefilterHead
+from workers.backends.prefilter_meta import HEAD_FILE, PrefilterMeta, default_model_dir
+from workers.backends.prefilter_model import Prefilter, head_probabilities
 from workers.guards import train_prefilter
 from workers.guards.datasets.corpus import TrainingCorpus, fingerprint, training_corpus
 from workers.guards.datasets.records import Purpose
 from workers.guards.datasets.registry import DATASETS, FIRST_BATCH_TRAINING_SETS, TRAINING_SETS, dataset_root
-from workers.guards.encoder import Encoder
-from workers.guards.head import PrefilterHead
-from workers.guards.meta import HEAD_FILE, PrefilterMeta, default_model_dir
-from workers.guards.prefilter import Prefilter, head_probabilities
 from workers.guards.train_prefilter import TrainConfig, train
 
 from .fakes import HashingEncoder

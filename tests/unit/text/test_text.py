@@ -59,7 +59,12 @@ def whole(fmt: ChatFormat, text: str) -> list[int]:
     return list(fmt.tokenizer.encode(text, add_special_tokens=False))
 
 
-common = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Generation is slow when the machine is loaded; the examples are fixed (derandomised), so skip that check.
+common = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class TestEqualsWholeText:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from topics.events import Risk
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document, json_lines
 from workers.guards.datasets.records import Record, UnseenTexts
 

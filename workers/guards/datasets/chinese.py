@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from topics.events import Risk
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document, json_lines
 from workers.guards.datasets.records import Record
 

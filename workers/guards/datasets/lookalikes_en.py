@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from topics.events import Risk
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_lines
 from workers.guards.datasets.records import Record, UnseenTexts, text_key
 

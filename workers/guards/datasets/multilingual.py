@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from topics.events import Risk
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, first_column
 from workers.guards.datasets.records import Record
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from topics.events import Risk
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document, text_lines
 from workers.guards.datasets.records import Record
 

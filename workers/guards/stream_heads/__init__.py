@@ -13,13 +13,16 @@ them (see ``docs/stream_heads.md`` for the labelling scheme and why):
 - ``user_data``: a user's own labelled prompts and responses (JSON lines), instead of the public sets.
 - ``data``: the training data: prompts and responses from the training splits only (or a user's
   files), deduped against every evaluation set, with a validation part carved by group.
-- ``backbone``: the frozen backbone (GGUF, a transformers directory, or a guard checkpoint).
 - ``features``: last hidden states, extracted once in length-sorted batches.
 - ``heads``: the eight head modules and how one path is trained.
 - ``validation``: metrics on the validation part (prompts, whole responses, cut-off delays).
 - ``fitting``: both paths trained, each with the Safe-class weight that does best on validation.
-- ``artifact``: the full checkpoint, the small shipped artifact and its materialisation.
 - ``train``: the whole recipe behind the command.
+
+Serving needs two of the pieces too, so they live with the backends: the frozen backbone
+(``workers.backends.backbone``: GGUF, a transformers directory, or a guard checkpoint) and the
+checkpoint formats (``workers.backends.stream_artifact``: the full checkpoint, the small shipped
+artifact and its materialisation).
 
 Importing this package (and ``responses``, ``streams``, ``tokens``, ``labels``, ``user_data``) loads
 no torch.

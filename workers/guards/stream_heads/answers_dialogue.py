@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document
 from workers.guards.datasets.records import text_key
 from workers.guards.stream_heads.answers import PromptIndex, ResponseRecord

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from topics.events import Risk
+from workers.backends.taxonomy import JAILBREAK, QUERY_CATEGORIES
 from workers.engine.labels import RELEASED_QUERY_CATEGORIES, RELEASED_RESPONSE_CATEGORIES, RELEASED_RISK_LEVELS
-from workers.guards.taxonomy import JAILBREAK, QUERY_CATEGORIES
 
 RISK_LEVELS = RELEASED_RISK_LEVELS
 RESPONSE_CATEGORY_NAMES = RELEASED_RESPONSE_CATEGORIES

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from workers.guards import taxonomy as tx
+from workers.backends import taxonomy as tx
 from workers.guards.datasets.files import csv_rows, json_document
 from workers.guards.datasets.records import Purpose
 from workers.guards.datasets.registry import DATASETS, DatasetMissing, SplitViolation, load

@@ -27,6 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from workers.backends.backbone import (
+    SMOLLM2,
+    Backbone,
+    BackboneSource,
+    load_backbone,
+    resolve_source,
+    truncate_backbone,
+)
+from workers.backends.stream_artifact import write_artifact, write_checkpoint_dir
 from workers.engine.checkpoint import METADATA_KEY
 from workers.guards.datasets.registry import (
     ALL_TRAINING_SETS,
@@ -34,15 +43,6 @@ from workers.guards.datasets.registry import (
     DatasetMissing,
     dataset_root,
     sets_option,
-)
-from workers.guards.stream_heads.artifact import write_artifact, write_checkpoint_dir
-from workers.guards.stream_heads.backbone import (
-    SMOLLM2,
-    Backbone,
-    BackboneSource,
-    load_backbone,
-    resolve_source,
-    truncate_backbone,
 )
 from workers.guards.stream_heads.data import TrainingData, build_training_data
 from workers.guards.stream_heads.features import extract_features

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from topics.events import Risk
+from workers.backends.taxonomy import canonical_category
 from workers.guards.datasets.records import Record
 from workers.guards.stream_heads.answers import ResponseRecord
-from workers.guards.taxonomy import canonical_category
 
 
 class UserDataError(ValueError):

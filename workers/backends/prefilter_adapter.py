@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from workers.guards.meta import AdapterSpec
+from workers.backends.prefilter_meta import AdapterSpec
 
 if TYPE_CHECKING:
     from peft import PeftModel

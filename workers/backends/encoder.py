@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Literal, cast
 import numpy as np
 import torch
 
-from workers.guards.adapter import apply
-from workers.guards.meta import AdapterSpec
+from workers.backends.prefilter_adapter import apply
+from workers.backends.prefilter_meta import AdapterSpec
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -22,6 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workers.backends.backbone import (
+    SMOLLM2,
+    BackboneError,
+    BackboneSource,
+    sha256_files,
+    truncate_backbone,
+)
 from workers.engine.checkpoint import (
     BACKBONE_PREFIX,
     CONFIG_NAME,
@@ -30,13 +37,6 @@ from workers.engine.checkpoint import (
     WEIGHTS_NAME,
     CheckpointError,
     write_checkpoint,
-)
-from workers.guards.stream_heads.backbone import (
-    SMOLLM2,
-    BackboneError,
-    BackboneSource,
-    sha256_files,
-    truncate_backbone,
 )
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def materialised_path(artifact: Path, cache_root: Path) -> Path:
 
 def _locate_backbone(artifact: Path, entry: Mapping[str, Any], backbone: Path | None) -> BackboneSource:
     """The backbone the artifact was trained on, checked against its recorded SHA-256."""
-    from workers.guards.stream_heads.backbone import packaged_gguf, weight_files
+    from workers.backends.backbone import packaged_gguf, weight_files
 
     kind = entry["kind"]
     if backbone is not None:
@@ -160,7 +160,7 @@ def materialise(artifact: Path, *, cache_root: Path | None = None, backbone: Pat
     import torch
     from safetensors.torch import load_file
 
-    from workers.guards.stream_heads.backbone import load_backbone
+    from workers.backends.backbone import load_backbone
 
     root = cache_root if cache_root is not None else default_cache_root()
     target = materialised_path(artifact, root)

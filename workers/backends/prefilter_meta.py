@@ -1,4 +1,6 @@
-"""``meta.json`` of a prefilter head: what it expects, what it decides, and how it was made."""
+"""``meta.json`` of a prefilter head: what it expects, what it decides (``is_decided``), and how it was made.
+
+Serving reads it (``workers.backends.prefilter``); the training toolkit writes it (``workers.guards``)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,21 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from topics.events import Risk
+from workers.backends.base import RISK_ORDER
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 META_FILE = "meta.json"
 HEAD_FILE = "head.safetensors"
 ADAPTER_FILE = "adapter.safetensors"
+
+SAFE_COLUMN = RISK_ORDER.index(Risk.SAFE)
+UNSAFE_COLUMN = RISK_ORDER.index(Risk.UNSAFE)
 FORMAT_VERSION = 1
 
 
@@ -48,6 +60,11 @@ class AdapterSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AdapterSpec:
         return cls(rank=int(data["rank"]), alpha=int(data["alpha"]), targets=tuple(data["targets"]))
+
+
+def is_decided(risk: npt.NDArray[np.float32], thresholds: Thresholds) -> bool:
+    """Whether probabilities ``risk`` (``RISK_ORDER``) are confident enough to skip escalation."""
+    return bool(risk[UNSAFE_COLUMN] >= thresholds.unsafe or risk[SAFE_COLUMN] >= thresholds.safe)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import torch
 
-from workers.guards.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
-from workers.guards.head import PrefilterHead
-from workers.guards.meta import ADAPTER_FILE, HEAD_FILE, PrefilterMeta, resolve_model_dir
+from workers.backends.encoder import DEFAULT_ENCODER, Encoder, EncoderDtype
+from workers.backends.prefilter_head import PrefilterHead
+from workers.backends.prefilter_meta import ADAPTER_FILE, HEAD_FILE, PrefilterMeta, resolve_model_dir
 
 if TYPE_CHECKING:
     import numpy.typing as npt
