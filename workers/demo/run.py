@@ -59,7 +59,7 @@ async def run_demo(settings: Settings, *, words_per_s: float, run_dir: Path, con
             kafka = await stack.enter_async_context(LocalKafka(nodes=1, run_dir=run_dir / "kafka"))
             redis = await stack.enter_async_context(LocalRedis(run_dir=run_dir / "redis"))
             await ensure_topics(kafka.bootstrap_servers, prefix=PREFIX, partitions=4)
-        console.print(f"Kafka at {kafka.bootstrap_servers}, Redis at {redis.url}")
+        console.print(f"Kafka at {kafka.bootstrap_servers}, Redis at {redis.address}")
         worker = WorkerProcess(
             "worker-1",
             run_dir,

@@ -5,7 +5,9 @@
     async with LocalRedis() as redis:
         ...  # redis.url == "redis://127.0.0.1:<port>/0"
 
-Ready means a ``PING`` through redis-py answered.
+Ready means a ``PING`` through redis-py answered. With ``password`` the server requires AUTH
+(``requirepass``, written to a config file readable by its owner only, never on the command line);
+``url`` then carries the password for clients, and ``address`` is what may be logged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import TypedDict
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -50,6 +53,7 @@ class LocalRedis:
         maxmemory_mb: memory cap (0: none); keys are never evicted, writes fail when it is reached.
         outlive: keep the server running after this interpreter exits (``streamwarden infra up``);
             otherwise a server left running is killed at exit.
+        password: require AUTH with this password (None: no authentication).
     """
 
     def __init__(
@@ -60,7 +64,11 @@ class LocalRedis:
         attempts: int = 3,
         maxmemory_mb: int = 0,
         outlive: bool = False,
+        password: str | None = None,
     ) -> None:
+        if password is not None and (not password or any(c.isspace() or c == '"' for c in password)):
+            raise ValueError("a Redis password must be non-empty, without spaces or double quotes")
+        self.password = password
         self.start_timeout_s = start_timeout_s
         self.attempts = attempts
         self.maxmemory_mb = maxmemory_mb
@@ -89,7 +97,13 @@ class LocalRedis:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
+        """``redis://127.0.0.1:<port>/0``, with ``:<password>@`` before the host when AUTH is on."""
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        """``url`` without the password: what logs and state files show."""
         return f"redis://{LOOPBACK}:{self.port}/0"
 
     @property
@@ -149,12 +163,19 @@ class LocalRedis:
                 await self.process.kill()
                 raise
             self.startup_s = time.monotonic() - started
-            logger.info("Redis ready in %.2f s at %s", self.startup_s, self.url)
+            logger.info("Redis ready in %.2f s at %s", self.startup_s, self.address)
             return
         raise StartupError("redis-server did not start:\n" + "\n".join(failures))
 
     def _argv(self, binary: str) -> list[str]:
-        argv = [binary, "--port", str(self.port), "--bind", LOOPBACK, "--protected-mode", "yes"]
+        argv = [binary]
+        if self.password is not None:
+            config = self.run_dir / "auth.conf"
+            config.touch(mode=0o600)
+            config.chmod(0o600)
+            config.write_text(f'requirepass "{self.password}"\n', encoding="utf-8")
+            argv.append(str(config))  # a config file first: the password stays out of `ps`
+        argv += ["--port", str(self.port), "--bind", LOOPBACK, "--protected-mode", "yes"]
         # Conversation state must survive a restart (a worker resumes turns from it): an append-only
         # file fsynced every second (at most the last second is lost on a crash), and a full
         # memory refuses writes rather than evicting live conversations.
@@ -175,7 +196,9 @@ class LocalRedis:
             StartupError: the server exited or did not answer in ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
-        client = aioredis.Redis(host=LOOPBACK, port=self.port, socket_connect_timeout=1.0, socket_timeout=1.0)
+        client = aioredis.Redis(
+            host=LOOPBACK, port=self.port, password=self.password, socket_connect_timeout=1.0, socket_timeout=1.0
+        )
         try:
             while True:
                 if not self.running():
@@ -211,9 +234,9 @@ class LocalRedis:
                 self._run_dir = None
 
     def describe(self) -> RedisState:
-        """Everything ``from_state`` needs to find this server again from another process."""
+        """Everything ``from_state`` needs to find this server again from another process (never the password)."""
         return {
-            "url": self.url,
+            "url": self.address,
             "port": self.port,
             "run_dir": str(self.run_dir),
             "pid": self.process.pid if self.process is not None else None,
