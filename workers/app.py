@@ -29,6 +29,7 @@ from workers.agents.positions import partition_positions
 from workers.backends.base import GuardBackend
 from workers.engine.debounce import Policy
 from workers.health import Health
+from workers.kafka_auth import KafkaAuth
 from workers.metrics import NullSensor, Sensor
 from workers.moderation.lanes import ConversationRouter
 from workers.moderation.moderator import Moderator, ModeratorConfig
@@ -228,6 +229,7 @@ def create_app(
         producer_max_request_size=max(k.max_message_bytes, 1 << 20) + (64 << 10),
         consumer_max_fetch_size=max(k.max_message_bytes, 1 << 20) + (64 << 10),
         stream_wait_empty=False,
+        broker_credentials=KafkaAuth.from_settings(k).faust_credentials(),
     )
     sensor = sensor or NullSensor()
     shadow = (

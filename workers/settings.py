@@ -39,6 +39,27 @@ class KafkaSettings(_Section):
         ge=0,
         description="A worker that reaches no broker for this long exits with status 3 (0: never)",
     )
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", description="How clients connect: SASL authenticates, SSL encrypts (TLS)"
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-256", description="SASL mechanism (SASL_* protocols)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols)")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password; a secret: set it in the environment (STREAMWARDEN_KAFKA__SASL_PASSWORD)"
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle of the brokers' certificates (TLS; default: the system's)"
+    )
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"kafka.security_protocol={self.security_protocol} needs kafka.sasl_username and kafka.sasl_password"
+            )
+        return self
 
 
 class RedisSettings(_Section):
@@ -224,12 +245,17 @@ class ConfigError(ValueError):
     """Configuration that cannot be used; the message says which key and why."""
 
 
+def _got(value: object) -> str:
+    """The offending value for an error message; a whole section is left out (it may hold secrets)."""
+    return "" if isinstance(value, dict) else f" (got {value!r})"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings once, turning validation errors into one readable ``ConfigError``."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})" for err in exc.errors()
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}{_got(err.get('input'))}" for err in exc.errors()
         ]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None

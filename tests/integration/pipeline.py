@@ -20,6 +20,7 @@ from topics import codec
 from topics.events import ControlEvent, DeadLetter, Stage, VerdictEvent
 from topics.names import Topic
 from workers.engine.planted import make_planted_checkpoint
+from workers.kafka_auth import KafkaAuth
 from workers.runner import WorkerProcess
 
 _CHECKPOINTS: dict[str, Path] = {}
@@ -66,6 +67,7 @@ class Observer:
     verdicts: list[VerdictEvent] = field(default_factory=list)
     controls: list[ControlEvent] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    auth: KafkaAuth = field(default_factory=KafkaAuth)
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Observer:
@@ -76,6 +78,7 @@ class Observer:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
+            **self.auth.client_options(),
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run())

@@ -18,10 +18,14 @@ from topics import codec
 from topics.errors import DecodeError
 from topics.events import VerdictEvent
 from topics.names import DEFAULT_PREFIX, Topic
+from workers.kafka_auth import KafkaAuth
 
 
 class VerdictConsumer:
-    """Use as ``async with VerdictConsumer(servers, group_id="archive") as verdicts:``."""
+    """Use as ``async with VerdictConsumer(servers, group_id="archive") as verdicts:``.
+
+    ``auth`` (``workers.kafka_auth.KafkaAuth``) authenticates to a broker with SASL and/or TLS.
+    """
 
     def __init__(
         self,
@@ -31,6 +35,7 @@ class VerdictConsumer:
         topic_prefix: str = DEFAULT_PREFIX,
         from_beginning: bool = True,
         dedupe_window: int = 1_000_000,
+        auth: KafkaAuth | None = None,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             Topic.VERDICTS.full_name(topic_prefix),
@@ -39,6 +44,7 @@ class VerdictConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             fetch_max_wait_ms=50,
+            **(auth or KafkaAuth()).client_options(),
         )
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._window = dedupe_window

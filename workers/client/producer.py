@@ -23,6 +23,7 @@ from topics import codec
 from topics.errors import DecodeError
 from topics.events import ControlEvent, Message, PromptEvent, TokenChunkEvent
 from topics.names import DEFAULT_PREFIX, Topic
+from workers.kafka_auth import KafkaAuth
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,10 @@ class _Cut:
 
 
 class GuardClient:
-    """Producer-side helper. Use as ``async with GuardClient(servers) as client:``."""
+    """Producer-side helper. Use as ``async with GuardClient(servers) as client:``.
+
+    ``auth`` (``workers.kafka_auth.KafkaAuth``) authenticates to a broker with SASL and/or TLS.
+    """
 
     def __init__(
         self,
@@ -46,7 +50,9 @@ class GuardClient:
         topic_prefix: str = DEFAULT_PREFIX,
         client_id: str = "streamwarden-producer",
         linger_ms: int = 0,
+        auth: KafkaAuth | None = None,
     ) -> None:
+        security = (auth or KafkaAuth()).client_options()
         self._prefix = topic_prefix
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
@@ -54,6 +60,7 @@ class GuardClient:
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
+            **security,
         )
         self._control = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -61,6 +68,7 @@ class GuardClient:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
+            **security,
         )
         self._cuts: dict[tuple[str, str], _Cut] = {}
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}

@@ -29,11 +29,12 @@ from typing import TypedDict
 from workers.infra.errors import InfraError, NotRunning, StartupError
 from workers.infra.kafka_admin import RETRIABLE_ERRORS, broker_ids
 from workers.infra.kafka_node import FAST_START_JVM_OPTIONS, KafkaNode
-from workers.infra.kraft import NodeLayout, new_cluster_id
+from workers.infra.kraft import SCRAM_MECHANISM, NodeLayout, new_cluster_id
 from workers.infra.maven import DEFAULT_KAFKA_VERSION, KafkaLibs, fetch_kafka_libs
 from workers.infra.ports import free_ports, port_open
 from workers.infra.processes import ManagedProcess
 from workers.infra.programs import require_program
+from workers.kafka_auth import KafkaAuth
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class LocalKafka:
         attempts: formation attempts before ``start`` gives up.
         outlive: keep the nodes running after this interpreter exits (``streamwarden infra up``);
             otherwise nodes left running are killed at exit.
+        scram_user: (name, password): clients must authenticate with SASL/SCRAM-SHA-256 as that
+            user (``auth`` gives them the settings); None: plaintext without authentication.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class LocalKafka:
         start_timeout_s: float | None = None,
         attempts: int = 3,
         outlive: bool = False,
+        scram_user: tuple[str, str] | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, got {nodes}")
@@ -97,6 +101,7 @@ class LocalKafka:
         self.start_timeout_s = start_timeout_s if start_timeout_s is not None else 60.0 + 30.0 * (nodes - 1)
         self.attempts = attempts
         self.outlive = outlive
+        self.scram_user = scram_user
         self.cluster_id = ""
         self.startup_s: float | None = None
         self._run_dir = run_dir.resolve() if run_dir is not None else None  # children run elsewhere
@@ -185,11 +190,11 @@ class LocalKafka:
         self.cluster_id = new_cluster_id()
         self._nodes = {layout.node_id: KafkaNode(layout) for layout in layouts}
         for node in self._nodes.values():
-            node.write_config(layouts)
+            node.write_config(layouts, self.scram_user)
         tools_log = self.run_dir / _TOOLS_LOG_CONFIG
         await asyncio.gather(
             *(
-                node.format(self._java, self._libs.classpath, self.cluster_id, tools_log)
+                node.format(self._java, self._libs.classpath, self.cluster_id, tools_log, self.scram_user)
                 for node in self._nodes.values()
             )
         )
@@ -221,6 +226,14 @@ class LocalKafka:
         if self._run_dir is None:
             self._run_dir = Path(tempfile.mkdtemp(prefix="streamwarden-kafka-"))
         return self._run_dir
+
+    @property
+    def auth(self) -> KafkaAuth:
+        """How a client authenticates to this cluster (plaintext unless ``scram_user`` was given)."""
+        if self.scram_user is None:
+            return KafkaAuth()
+        name, password = self.scram_user
+        return KafkaAuth(protocol="SASL_PLAINTEXT", mechanism=SCRAM_MECHANISM, username=name, password=password)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -291,7 +304,7 @@ class LocalKafka:
             bootstrap = self.node_bootstrap(expected)
             if await port_open(self._nodes[min(expected)].layout.port):
                 try:
-                    seen = await broker_ids(bootstrap)
+                    seen = await broker_ids(bootstrap, auth=self.auth)
                 except RETRIABLE_ERRORS as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from workers.infra.errors import NotRunning, StartupError
-from workers.infra.kraft import NodeLayout, server_properties
+from workers.infra.kraft import SCRAM_MECHANISM, NodeLayout, server_properties
 from workers.infra.processes import ManagedProcess, tail
 
 logger = logging.getLogger(__name__)
@@ -52,15 +52,25 @@ class KafkaNode:
         """Whether the node's JVM is alive (paused counts as alive)."""
         return self.process is not None and self.process.alive()
 
-    def write_config(self, cluster: Sequence[NodeLayout]) -> None:
-        """Write ``server.properties`` for this node's place in ``cluster``."""
+    def write_config(self, cluster: Sequence[NodeLayout], scram_user: tuple[str, str] | None = None) -> None:
+        """Write ``server.properties`` for this node's place in ``cluster`` (owner-only: it may hold a password)."""
         self.layout.home.mkdir(parents=True, exist_ok=True)
         self.layout.logs_dir.mkdir(exist_ok=True)
-        self.layout.config_path.write_text(server_properties(self.layout, cluster), encoding="utf-8")
+        self.layout.config_path.touch(mode=0o600)
+        self.layout.config_path.chmod(0o600)
+        self.layout.config_path.write_text(server_properties(self.layout, cluster, scram_user), encoding="utf-8")
 
-    async def format(self, java: str, classpath: str, cluster_id: str, tools_log_config: Path) -> None:
+    async def format(
+        self,
+        java: str,
+        classpath: str,
+        cluster_id: str,
+        tools_log_config: Path,
+        scram_user: tuple[str, str] | None = None,
+    ) -> None:
         """Format the node's storage for ``cluster_id`` (one short JVM run of ``kafka.tools.StorageTool``).
 
+        With ``scram_user`` (name, password) the metadata starts with that user's SCRAM credential.
         Data left in the node's directory by an earlier run (one that was killed before it could
         clean up) belongs to another cluster id, which Kafka refuses to start on: it is removed
         first, so every start is a fresh cluster.
@@ -84,6 +94,9 @@ class KafkaNode:
             "-c",
             str(self.layout.config_path),
         ]
+        if scram_user is not None:
+            name, password = scram_user
+            argv += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from workers.infra.ports import LOOPBACK
 
@@ -55,20 +56,31 @@ class NodeLayout:
         return f"{LOOPBACK}:{self.port}"
 
 
-def server_properties(node: NodeLayout, cluster: Sequence[NodeLayout]) -> str:
-    """The ``server.properties`` text of ``node`` in a cluster of ``cluster`` (which includes it)."""
+SCRAM_MECHANISM: Final = "SCRAM-SHA-256"
+
+
+def server_properties(
+    node: NodeLayout, cluster: Sequence[NodeLayout], scram_user: tuple[str, str] | None = None
+) -> str:
+    """The ``server.properties`` text of ``node`` in a cluster of ``cluster`` (which includes it).
+
+    With ``scram_user`` (name, password) clients and brokers authenticate with SASL/SCRAM-SHA-256 on
+    a ``SASL_PLAINTEXT`` listener, brokers as that user; the controller listener stays plaintext on
+    the loopback. The user's credential itself is created when the storage is formatted.
+    """
     size = len(cluster)
     replication = min(3, size)
     min_isr = 2 if size >= 3 else 1
     voters = ",".join(f"{n.node_id}@{LOOPBACK}:{n.controller_port}" for n in cluster)
+    listener = "SASL_PLAINTEXT" if scram_user is not None else "PLAINTEXT"
     props: dict[str, str | int] = {
         "node.id": node.node_id,
         "process.roles": "broker,controller",
-        "listeners": f"PLAINTEXT://{LOOPBACK}:{node.port},CONTROLLER://{LOOPBACK}:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{node.port}",
+        "listeners": f"{listener}://{LOOPBACK}:{node.port},CONTROLLER://{LOOPBACK}:{node.controller_port}",
+        "advertised.listeners": f"{listener}://{LOOPBACK}:{node.port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{listener}:{listener}",
         "controller.quorum.voters": voters,
         "log.dirs": str(node.data_dir),
         # Topics are created by the project with explicit partition counts, never by accident.
@@ -92,6 +104,13 @@ def server_properties(node: NodeLayout, cluster: Sequence[NodeLayout]) -> str:
         "num.recovery.threads.per.data.dir": 1,
         "background.threads": 2,
     }
+    if scram_user is not None:
+        name, password = scram_user
+        props["sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+        props["sasl.mechanism.inter.broker.protocol"] = SCRAM_MECHANISM
+        props[f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"] = (
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{name}" password="{password}";'
+        )
     lines = [f"# node {node.node_id} of a local {size}-node KRaft cluster, written by streamwarden"]
     lines += [f"{key}={value}" for key, value in props.items()]
     return "\n".join(lines) + "\n"

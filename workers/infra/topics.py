@@ -28,6 +28,7 @@ from topics.names import DEFAULT_PREFIX, Topic
 from topics.specs import TopicSpec, build_specs
 from workers.infra.errors import TopicError, TopicMismatch
 from workers.infra.kafka_admin import admin_client
+from workers.kafka_auth import KafkaAuth
 from workers.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ async def ensure_topics(
     replication: int | None = None,
     dlq_partitions: int | None = None,
     timeout_s: float = 30.0,
+    auth: KafkaAuth | None = None,
 ) -> EnsuredTopics:
     """Create the streamwarden topics unless they exist, and wait until every partition has a leader.
 
@@ -67,6 +69,7 @@ async def ensure_topics(
         replication: replication factor of every topic; default the settings' or 1.
         dlq_partitions: partitions of the dead-letter topic; default the spec's (1).
         timeout_s: how long creation plus leader election may take.
+        auth: how to authenticate; default the settings' (``KafkaAuth.from_settings``) or none.
 
     Raises:
         TopicMismatch: a topic exists with another partition count or replication factor.
@@ -77,13 +80,14 @@ async def ensure_topics(
         prefix = prefix if prefix is not None else target.kafka.topic_prefix
         partitions = partitions if partitions is not None else target.kafka.partitions
         replication = replication if replication is not None else target.kafka.replication
+        auth = auth if auth is not None else KafkaAuth.from_settings(target.kafka)
     else:
         bootstrap = target
     prefix = prefix if prefix is not None else DEFAULT_PREFIX
     specs = build_specs(partitions=partitions, replication=replication or 1, dlq_partitions=dlq_partitions)
     wanted = {spec.name(prefix): spec for spec in specs.values()}
     try:
-        async with admin_client(bootstrap, request_timeout_ms=int(timeout_s * 1000)) as admin:
+        async with admin_client(bootstrap, request_timeout_ms=int(timeout_s * 1000), auth=auth) as admin:
             created, existing = await _create(admin, wanted, timeout_s)
             await _check_shapes(admin, {name: wanted[name] for name in existing})
             await _wait_for_leaders(admin, wanted, time.monotonic() + timeout_s)

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from topics import codec
 from topics.events import VerdictEvent
 from topics.names import Topic
+from workers.kafka_auth import KafkaAuth
 from workers.settings import KafkaSettings
 
 
@@ -40,6 +41,7 @@ class ShadowPublisher:
             linger_ms=k.producer_linger_ms,
             max_request_size=max(k.max_message_bytes, 1 << 20) + (64 << 10),
             client_id="streamwarden-shadow",
+            **KafkaAuth.from_settings(k).client_options(),
         )
         await self._producer.start()
 
