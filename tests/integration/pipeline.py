@@ -17,8 +17,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from topics import codec
-from topics.events import ControlEvent, DeadLetter, Stage, VerdictEvent
+from topics.events import ControlEvent, DeadLetter, Message, Role, Stage, VerdictEvent
 from topics.names import Topic
+from workers.client import GuardClient
 from workers.engine.planted import make_planted_checkpoint
 from workers.kafka_auth import KafkaAuth
 from workers.runner import WorkerProcess
@@ -137,6 +138,24 @@ class Observer:
             f"{len(self.verdicts)} verdicts, {len(self.controls)} controls, "
             f"dead letters: {sorted({d.reason for d in self.dead})}"
         )
+
+
+async def moderate_one(client: GuardClient, obs: Observer, *, chunks: int, within_s: float) -> str:
+    """Stream one benign conversation of ``chunks`` chunks and wait until the prompt and every chunk
+    have a verdict; return its conversation id."""
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
+    writer = client.stream(cid, "m1")
+    for i in range(chunks):
+        await writer.send(f"the river runs on {i} ")
+        await asyncio.sleep(0.02)
+    await writer.finish()
+    await obs.wait_for(
+        lambda: set(obs.effective(cid)) == {None, *range(chunks + 1)},
+        within_s=within_s,
+        what="a verdict for the prompt and every chunk",
+    )
+    return cid
 
 
 async def words(text: str, delay_s: float) -> AsyncIterator[str]:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, worker_settings
-from topics.events import Message, Role
+from tests.integration.pipeline import Observer, moderate_one, new_worker, planted_checkpoint, worker_settings
 from workers.client import GuardClient
 from workers.infra import LocalKafka, LocalRedis, ensure_topics
 from workers.infra.kafka_admin import RETRIABLE_ERRORS, broker_ids
@@ -52,18 +51,7 @@ async def test_a_worker_moderates_through_a_broker_that_requires_scram(tmp_path:
             Observer(bootstrap, prefix, auth=kafka.auth) as obs,
             GuardClient(bootstrap, topic_prefix=prefix, auth=kafka.auth) as client,
         ):
-            cid = f"c-{uuid.uuid4().hex[:6]}"
-            await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
-            writer = client.stream(cid, "m1")
-            for i in range(CHUNKS):
-                await writer.send(f"the river runs on {i} ")
-                await asyncio.sleep(0.02)
-            await writer.finish()
-            await obs.wait_for(
-                lambda: set(obs.effective(cid)) == {None, *range(CHUNKS + 1)},
-                within_s=90,
-                what="a verdict for the prompt and every chunk",
-            )
+            await moderate_one(client, obs, chunks=CHUNKS, within_s=90)
             assert not obs.dead, [d.reason for d in obs.dead]
             log = worker.log_tail(5000)
         assert PASSWORD not in log
