@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from workers.agents.broker_watch import EXIT_BROKER_UNREACHABLE
@@ -37,7 +38,10 @@ def run_worker(settings: Settings, *, ready_file: Path | None = None) -> int:
 
         def announce() -> None:
             info["model_id"] = runtime.backend.info.model_id
-            ready_file.write_text(json.dumps(info), encoding="utf-8")
+            # written aside and renamed: whoever polls for the file never reads it half-written
+            scratch = ready_file.with_name(ready_file.name + ".tmp")
+            scratch.write_text(json.dumps(info), encoding="utf-8")
+            os.replace(scratch, ready_file)
 
         runtime.on_ready.append(announce)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
