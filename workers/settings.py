@@ -71,7 +71,9 @@ class RedisSettings(_Section):
 class EngineSettings(_Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bfloat16 on CUDA, float32 on CPU"
+        "auto",
+        description="auto = bfloat16 on CUDA and on CPUs with bfloat16 instructions (AVX512_BF16, AMX), "
+        "float32 on other CPUs",
     )
     max_batch_tokens: int = Field(8192, ge=1, description="New tokens in one forward, at most")
     max_batch_rows: int = Field(256, ge=1, description="Conversations in one forward, at most")
@@ -88,6 +90,12 @@ class EngineSettings(_Section):
         "none",
         description="int8: dynamic int8 linear layers in the backbone (CPU only; scores within a tested "
         "bound of float32, see docs/benchmarks.md); none: as loaded",
+    )
+    isolation: Literal["process", "thread"] = Field(
+        "process",
+        description="process: the model runs in its own engine process beside the worker (its forwards "
+        "never wait for the worker's interpreter lock, nor the event loop for them); thread: in a thread "
+        "of the worker process",
     )
     attention: Literal["auto", "padded", "paged", "varlen"] = Field(
         "auto",
@@ -127,8 +135,8 @@ class GuardSettings(_Section):
     prefilter_encoder: str = Field("default", description="sentence-transformers model, or 'default' (MiniLM)")
     prefilter_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="Precision of the prefilter's encoder: auto = float32 on the CPU (bfloat16 matmuls are "
-        "emulated on CPUs without native bfloat16, 6x slower here), the head's training precision on CUDA",
+        description="Precision of the prefilter's encoder: auto = the head's training precision on CUDA and "
+        "on CPUs with bfloat16 instructions, float32 on other CPUs (which emulate bfloat16, 6x slower)",
     )
 
 

@@ -48,6 +48,7 @@ def worker_settings(kafka: str, redis: str, prefix: str, checkpoint: Path, parti
         "guard.backend": "stream",
         "guard.checkpoint": str(checkpoint),
         "guard.allow_test_checkpoint": True,
+        "engine.dtype": "float32",  # the planted weights are exact in float32
         "worker.prompt_wait_s": 1.5,
         "worker.reorder_wait_s": 1.5,
         "worker.reorder_window": 8,

@@ -91,6 +91,7 @@ async def archived(
                 "kafka.topic_prefix": prefix,
                 "guard.backend": "stream",
                 "guard.allow_test_checkpoint": True,
+                "engine.dtype": "float32",  # the planted weights are exact in float32
             },
         )
 
@@ -119,7 +120,8 @@ async def _archive_until(bootstrap: str, prefix: str, out: Path, cid: str, obser
 def _settings() -> Settings:
     settings = Settings()
     guard = settings.guard.model_copy(update={"backend": "stream", "allow_test_checkpoint": True})
-    return settings.model_copy(update={"guard": guard})
+    engine = settings.engine.model_copy(update={"dtype": "float32"})  # the planted weights are exact in float32
+    return settings.model_copy(update={"guard": guard, "engine": engine})
 
 
 async def _cli(archived: Archived, *args: str) -> dict[str, Any]:

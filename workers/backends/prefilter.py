@@ -2,8 +2,9 @@
 
 Configured by ``guard.prefilter_model`` (a head directory, ``default`` = the shipped one),
 ``guard.prefilter_encoder`` (``default`` = the encoder the head was trained with) and
-``guard.prefilter_dtype`` (``auto``: float32 on the CPU, where bfloat16 is emulated and 6x slower
-on the development machine with the same scores to three decimals; the training precision on CUDA). Requests that
+``guard.prefilter_dtype`` (``auto``: the head's training precision on CUDA and on CPUs with
+bfloat16 instructions; float32 on other CPUs, which emulate bfloat16 6x slower, with the same
+scores to three decimals; ``workers.engine.precision``). Requests that
 arrive while a batch is being scored are scored together in the next batch (no added wait), and
 the model runs in a worker thread, never on the event loop.
 
@@ -110,13 +111,14 @@ class PrefilterBackend:
 
     def _load_prefilter(self) -> TextScorer:
         from workers.backends.prefilter_model import Prefilter
+        from workers.engine.precision import cpu_has_native_bfloat16
 
         device = _device(self._device_setting)
         dtype: EncoderDtype | None = None  # the head's training precision
         if self._dtype_setting != "auto":
             dtype = self._dtype_setting
-        elif device == "cpu":
-            dtype = "float32"  # the head's recorded probe check still guards the embeddings
+        elif device == "cpu" and not cpu_has_native_bfloat16():
+            dtype = "float32"  # emulated bfloat16 is slower; the head's probe check still guards the embeddings
         return Prefilter.load(str(self._directory), encoder=self._encoder, device=device, dtype=dtype)
 
     @property

@@ -31,7 +31,7 @@ from workers.engine.jobs import PromptJob, ResponseJob
 from workers.engine.scheduler import Scheduler
 
 if TYPE_CHECKING:
-    from workers.engine.runner import BatchRunner
+    from workers.engine.process import EngineProcess
     from workers.engine.template import ChatFormat
     from workers.settings import Settings
 
@@ -114,8 +114,7 @@ class StreamBackend:
         self._settings = settings
         self._checkpoint: Checkpoint | None = None
         self._chat_format: ChatFormat | None = None
-        self._runner: BatchRunner | None = None
-        self._scheduler: Scheduler | None = None
+        self._scheduler: Scheduler | EngineProcess | None = None
         self._start_lock = asyncio.Lock()
 
     @property
@@ -152,14 +151,8 @@ class StreamBackend:
         return self._chat_format
 
     @property
-    def runner(self) -> BatchRunner:
-        """The loaded engine (after ``start()``)."""
-        if self._runner is None:
-            raise RuntimeError("StreamBackend.start() has not been called")
-        return self._runner
-
-    @property
-    def scheduler(self) -> Scheduler:
+    def scheduler(self) -> Scheduler | EngineProcess:
+        """The engine: a scheduler in this process, or the engine process's client."""
         if self._scheduler is None:
             raise RuntimeError("StreamBackend.start() has not been called")
         return self._scheduler
@@ -169,17 +162,30 @@ class StreamBackend:
             if self._scheduler is not None:
                 return
             engine = self._settings.engine
-            chat_format = await asyncio.to_thread(self._prepared_chat_format)
-            runner = await asyncio.to_thread(self._load_runner)
-            scheduler = Scheduler(
-                runner,
-                max_batch_tokens=engine.max_batch_tokens,
-                max_batch_rows=engine.max_batch_rows,
-                max_wait_s=engine.max_wait_ms / 1000.0,
-                response_prefix=chat_format.response_prefix,
-            )
-            await scheduler.start()
-            self._runner, self._scheduler = runner, scheduler
+            if engine.isolation == "process":
+                from workers.engine.process import EngineProcess
+
+                checkpoint = self.checkpoint
+                process = EngineProcess(
+                    {
+                        "engine": engine.model_dump(mode="json"),
+                        "checkpoint": str(checkpoint.path),
+                        "allow_test_checkpoint": checkpoint.is_test_checkpoint,
+                        "log_level": self._settings.log_level,
+                    }
+                )
+                # The engine process loads the model while this one prepares its tokenizer.
+                loading = asyncio.get_running_loop().create_task(process.start())
+                try:
+                    await asyncio.to_thread(self._prepared_chat_format)
+                finally:
+                    await loading
+                self._scheduler = process
+            else:
+                from workers.engine.host import build_scheduler
+
+                chat_format = await asyncio.to_thread(self._prepared_chat_format)
+                self._scheduler = await build_scheduler(self.checkpoint, engine, chat_format.response_prefix)
 
     def _prepared_chat_format(self) -> ChatFormat:
         from workers.engine.text import prepare
@@ -188,36 +194,16 @@ class StreamBackend:
         prepare(chat_format)  # not on the first chunk, on the event loop
         return chat_format
 
-    def _load_runner(self) -> BatchRunner:
-        from workers.engine.model import load_guard_model
-        from workers.engine.quantize import quantize_backbone
-        from workers.engine.runner import BatchRunner, resolve_device, resolve_dtype
-
-        engine = self._settings.engine
-        device = resolve_device(engine.device)
-        dtype = resolve_dtype(engine.dtype, device)
-        if device.type == "cpu" and engine.cpu_threads:
-            import torch
-
-            torch.set_num_threads(engine.cpu_threads)
-        model = quantize_backbone(load_guard_model(self.checkpoint, device=device, dtype=dtype), engine.quantize)
-        return BatchRunner(
-            model,
-            kv_budget_bytes=engine.kv_budget_bytes,
-            page_size=engine.page_size,
-            attention=engine.attention,
-        )
-
     async def close(self) -> None:
         async with self._start_lock:
             scheduler, self._scheduler = self._scheduler, None
-            runner, self._runner = self._runner, None
             if scheduler is not None:
                 await scheduler.close()
-            if runner is not None and runner.device.type == "cuda":
+            device = getattr(scheduler.executor, "device", None) if isinstance(scheduler, Scheduler) else None
+            if device is not None and device.type == "cuda":
                 import torch
 
-                del runner
+                del scheduler
                 torch.cuda.empty_cache()
 
     async def score_prompt(self, request: PromptRequest) -> PromptScores:
@@ -243,13 +229,8 @@ class StreamBackend:
         scheduler = self._scheduler
         if scheduler is None:
             return {}
-        stats, pool = scheduler.stats, scheduler.pool
-        return {
-            "forwards": stats.steps,
-            "rows": stats.rows,
-            "tokens": stats.tokens,
-            "forward_seconds": stats.forward_s,
-            "rebuilds": stats.rebuilds,
-            "kv_evictions": pool.stats.evictions,
-            "kv_bytes_used": pool.used_pages * pool.layout.bytes_per_page,
-        }
+        if isinstance(scheduler, Scheduler):
+            from workers.engine.host import scheduler_stats
+
+            return scheduler_stats(scheduler)
+        return scheduler.stats

@@ -298,6 +298,7 @@ async def run_pipeline_bench(load: Load, *, run_dir: Path, console: Console, par
                 "guard.backend": "stream",
                 "guard.checkpoint": str(checkpoint),
                 "guard.allow_test_checkpoint": True,
+                "engine.dtype": "float32",  # the planted weights are exact in float32
                 "log_level": "WARNING",
             },
         )

@@ -54,6 +54,7 @@ class SequenceTooLong(ValueError):
 
     def __init__(self, key: str, tokens: int, limit: int) -> None:
         super().__init__(f"{key!r}: {tokens} tokens exceed the model's {limit} positions")
+        self.key = key
         self.tokens = tokens
         self.limit = limit
 

@@ -49,9 +49,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bfloat16 on CUDA and float32 elsewhere."""
+    """``auto`` is bfloat16 on CUDA and on CPUs with bfloat16 instructions, float32 elsewhere
+    (``workers.engine.precision``)."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        from workers.engine.precision import cpu_has_native_bfloat16
+
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
+        return torch.bfloat16 if native else torch.float32
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in dtypes:
         raise ValueError(f"unknown dtype {name!r}; expected auto or one of {sorted(dtypes)}")

@@ -134,6 +134,10 @@ class Scheduler:
     def pool(self) -> KVPool:
         return self._executor.pool
 
+    @property
+    def executor(self) -> StepExecutor:
+        return self._executor
+
     async def start(self) -> None:
         """Start the loop task; idempotent."""
         if self._task is not None:

@@ -1,4 +1,7 @@
-"""Sampling a process's resident memory (``VmRSS`` in ``/proc/<pid>/status``) while a run goes on."""
+"""Sampling a worker's resident memory (``VmRSS`` in ``/proc/<pid>/status``) while a run goes on.
+
+A worker's memory is its own and its children's: the engine process holds the model and the KV.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import psutil
+
 
 def rss_kib(pid: int) -> int | None:
-    """The resident set of ``pid`` in KiB, or None when the process is gone (or a zombie)."""
+    """The resident set of ``pid`` and its child processes in KiB, or None when ``pid`` is gone (or
+    a zombie)."""
+    own = _own_rss_kib(pid)
+    if own is None:
+        return None
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return own
+    return own + sum(_own_rss_kib(child.pid) or 0 for child in children)
+
+
+def _own_rss_kib(pid: int) -> int | None:
     try:
         text = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
     except (FileNotFoundError, ProcessLookupError):

@@ -39,6 +39,7 @@ def worker_overrides(kafka: str, redis: str, prefix: str, checkpoint: Path, part
         "guard.backend": "stream",
         "guard.checkpoint": str(checkpoint),
         "guard.allow_test_checkpoint": True,
+        "engine.dtype": "float32",  # the planted weights are exact in float32
         "worker.prompt_wait_s": 1.5,
         "worker.reorder_wait_s": 1.5,
         "worker.reorder_window": REORDER_WINDOW,

@@ -9,12 +9,14 @@ transformers forward of the whole conversation alone (no cache, no batching).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from workers.engine.jobs import PromptJob, ResponseJob
 from workers.engine.kv import KVLayout
@@ -163,3 +165,27 @@ def random_scenario(rng: random.Random, *, conversations: int = 4, max_len: int 
         seed=rng.randrange(2**16),
         pipeline_depth=rng.choice([1, 2]),
     )
+
+
+def max_prob_diff(model: GuardModel, reference_model: GuardModel, seed: int) -> float:
+    """The largest class-probability difference (risk and category) between ``model`` through the
+    real scheduler and ``reference_model``'s full-prefix forwards, over a seeded random scenario."""
+    scenario = random_scenario(random.Random(seed), conversations=4, max_len=48)
+    # No re-scored chunks: int8 activations are quantised per forward, over the whole batch, so a
+    # chunk scored again beside other rows may differ from its first score (within the same bound).
+    scenario = dataclasses.replace(
+        scenario, conversations=tuple(dataclasses.replace(c, rescore=None) for c in scenario.conversations)
+    )
+    results = asyncio.run(run_scenario(make_runner(model, scenario, "paged"), scenario))
+    reference = ReferenceGuard(reference_model)
+    worst = 0.0
+    for conv, (prompt_scores, response_scores) in zip(scenario.conversations, results, strict=True):
+        want_prompt = reference.all_positions(conv.prompt, Head.QUERY).slice(len(conv.prompt) - 1, None)
+        full = [*conv.prompt, *RESPONSE_PREFIX, *conv.response]
+        want = reference.all_positions(full, Head.RESPONSE).slice(len(full) - len(conv.response), None)
+        for got, expected in ((prompt_scores, want_prompt), (response_scores, want)):
+            worst = max(worst, float(np.abs(got.risk - expected.risk).max()))
+            got_cat = torch.tensor(got.category_logits).softmax(-1)
+            want_cat = torch.tensor(expected.category_logits).softmax(-1)
+            worst = max(worst, float((got_cat - want_cat).abs().max()))
+    return worst

@@ -41,7 +41,7 @@ def test_bench_engine_writes_its_record_and_plot(tmp_path: Path, capsys: pytest.
     args = [
         "bench", "engine", "--size", "tiny", "--device", "cpu", "--attention", "paged,padded",
         "--concurrency", "1,3", "--answer-tokens", "12", "--chunk-tokens", "4", "--prompt-tokens", "6",
-        "--reference-tokens", "4", "--threads", "1", "--out-dir", str(tmp_path),
+        "--reference-tokens", "4", "--threads", "1", "--dtype", "float32", "--out-dir", str(tmp_path),
     ]  # fmt: skip
     assert main(args) == 0
     record = json.loads((tmp_path / "engine_bench_cpu-tiny.json").read_text())

@@ -10,52 +10,24 @@ bound is what ``docs/benchmarks.md`` states for the int8 path.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import dataclasses
-import random
 
-import numpy as np
 import pytest
 import torch
 
-from tests.unit.engine.harness import RESPONSE_PREFIX, make_runner, random_scenario, run_scenario
+from tests.unit.engine.harness import max_prob_diff
 from workers.engine.model import GuardModel
 from workers.engine.quantize import quantize_backbone
-from workers.engine.reference import ReferenceGuard
-from workers.engine.scores import Head
 
 PROB_BOUND = 0.05
 """Largest class-probability difference int8 may make against float32 (risk and category)."""
-
-
-def _max_prob_diff(quantised: GuardModel, reference_model: GuardModel, seed: int) -> float:
-    scenario = random_scenario(random.Random(seed), conversations=4, max_len=48)
-    # No re-scored chunks: activations are quantised per forward, over the whole batch, so a chunk
-    # scored again beside other rows may differ from its first score (within the same bound).
-    scenario = dataclasses.replace(
-        scenario, conversations=tuple(dataclasses.replace(c, rescore=None) for c in scenario.conversations)
-    )
-    results = asyncio.run(run_scenario(make_runner(quantised, scenario, "paged"), scenario))
-    reference = ReferenceGuard(reference_model)
-    worst = 0.0
-    for conv, (prompt_scores, response_scores) in zip(scenario.conversations, results, strict=True):
-        want_prompt = reference.all_positions(conv.prompt, Head.QUERY).slice(len(conv.prompt) - 1, None)
-        full = [*conv.prompt, *RESPONSE_PREFIX, *conv.response]
-        want = reference.all_positions(full, Head.RESPONSE).slice(len(full) - len(conv.response), None)
-        for got, expected in ((prompt_scores, want_prompt), (response_scores, want)):
-            worst = max(worst, float(np.abs(got.risk - expected.risk).max()))
-            got_cat = torch.tensor(got.category_logits).softmax(-1)
-            want_cat = torch.tensor(expected.category_logits).softmax(-1)
-            worst = max(worst, float((got_cat - want_cat).abs().max()))
-    return worst
 
 
 def test_int8_scores_stay_within_the_bound_of_float32(tiny_model: GuardModel) -> None:
     quantised = quantize_backbone(copy.deepcopy(tiny_model), "int8")
     assert type(quantised.model.layers[0].mlp.up_proj).__name__ == "Linear"  # type: ignore[index,union-attr]
     assert "quantized" in type(quantised.model.layers[0].mlp.up_proj).__module__  # type: ignore[index,union-attr]
-    worst = max(_max_prob_diff(quantised, tiny_model, seed) for seed in range(3))
+    worst = max(max_prob_diff(quantised, tiny_model, seed) for seed in range(3))
     assert worst <= PROB_BOUND
     assert worst > 0.0  # it is really quantised: a bound of exactly zero would mean nothing changed
 

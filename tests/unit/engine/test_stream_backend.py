@@ -26,7 +26,7 @@ from workers.settings import Settings, load_settings
 def _settings(checkpoint: str, *, allow: bool = True) -> Settings:
     return load_settings(
         guard={"backend": "stream", "checkpoint": checkpoint, "allow_test_checkpoint": allow},
-        engine={"device": "cpu", "kv_budget_bytes": 1 << 20, "page_size": 8, "max_wait_ms": 1.0},
+        engine={"device": "cpu", "dtype": "float32", "kv_budget_bytes": 1 << 20, "page_size": 8, "max_wait_ms": 1.0},
     )
 
 

@@ -181,12 +181,18 @@ async def test_cascade_prime_failure_is_not_a_verdict_failure(caplog: pytest.Log
     await cascade.close()
 
 
-@pytest.mark.parametrize(("setting", "expected"), [("auto", "float32"), ("bfloat16", "bfloat16")])
-def test_prefilter_encoder_runs_in_float32_on_the_cpu_by_default(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, setting: str, expected: str
+@pytest.mark.parametrize(
+    ("setting", "native", "expected"),
+    [("auto", False, "float32"), ("auto", True, None), ("bfloat16", False, "bfloat16"), ("float32", True, "float32")],
+)
+def test_prefilter_encoder_runs_in_float32_on_cpus_without_bfloat16_by_default(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, setting: str, native: bool, expected: str | None
 ) -> None:
+    """``None``: the head's training precision (bfloat16 for the shipped head)."""
     from workers.backends.prefilter_model import Prefilter
+    from workers.engine import precision
 
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
     seen: dict[str, object] = {}
     monkeypatch.setattr(Prefilter, "load", classmethod(lambda cls, *a, **kw: seen.update(kw)))
     configured = settings.model_copy(
