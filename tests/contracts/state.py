@@ -71,6 +71,15 @@ class StoreContract:
         assert (state.tokenizer_state, state.carry) == ('{"p":"x"}', '{"prev":"safe"}')
         assert await store.read_log("c1") == [1, 1, 1, 1, 1, 7, 8, 9]
 
+    async def test_record_offsets_round_trip(self, store: ConversationStore) -> None:
+        assert (await store.open_turn(replace(turn(), prompt_offset=41), [1] * 5)) is ApplyStatus.OK
+        state = await store.load("c1")
+        assert state is not None and (state.prompt_offset, state.chunk_offset) == (41, -1)
+        update = replace(upd(1), chunk_offset=97)
+        assert await store.apply_chunk("c1", "m1", epoch=1, seq=0, new_ids=[7], update=update) is ApplyStatus.OK
+        state = await store.load("c1")
+        assert state is not None and (state.prompt_offset, state.chunk_offset) == (41, 97)
+
     async def test_stale_message_refused(self, store: ConversationStore) -> None:
         await store.open_turn(turn(), [1] * 5)
         status = await store.apply_chunk("c1", "old", epoch=1, seq=0, new_ids=[7], update=upd(1))

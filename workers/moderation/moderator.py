@@ -290,6 +290,8 @@ class Moderator:
             return Outcome.DONE
         state = await self._state(event.conversation_id)
         if state is not None and state.message_id == event.message_id:
+            if work.delivery.offset == state.prompt_offset:
+                return await self._redelivered(work)
             await self._reject(work, "duplicate_prompt", "this message's prompt was already moderated")
             return Outcome.DONE
         fmt = self._backend.chat_format
@@ -355,6 +357,7 @@ class Moderator:
             cutoff=cutoff,
             prompt_risk=risk.value,
             prompt_action=action.value,
+            prompt_offset=work.delivery.offset,
         )
         status = await self._store.open_turn(new, prompt_ids)
         (outcome,) = await self._committed([work], status, new)
@@ -374,6 +377,8 @@ class Moderator:
             # of the run belongs to the same message and waits with it.
             return [Outcome.WAIT_PROMPT] * len(run)
         if first.seq < state.next_seq:
+            if work.delivery.offset <= state.chunk_offset:
+                return [await self._redelivered(work)]
             await self._reject(work, "duplicate_seq", f"seq {first.seq} was already applied")
             return [Outcome.DONE]
         if first.seq > state.next_seq:
@@ -531,6 +536,7 @@ class Moderator:
             carry=json.dumps(carry.to_dict()),
             cutoff=cutoff,
             final=last.final,
+            chunk_offset=_newest_offset(state, run),
         )
         status = await self._store.apply_chunk(
             event0.conversation_id,
@@ -551,6 +557,7 @@ class Moderator:
             carry=update.carry,
             cutoff=update.cutoff,
             final=update.final,
+            chunk_offset=update.chunk_offset,
         )
         return await self._committed(run, status, new)
 
@@ -587,12 +594,20 @@ class Moderator:
             carry=state.carry,
             cutoff=cutoff,
             final=event.final,
+            chunk_offset=_newest_offset(state, [work]),
         )
         epoch = self._epoch(work.delivery.partition)
         status = await self._store.apply_chunk(
             event.conversation_id, event.message_id, epoch=epoch, seq=event.seq, new_ids=[], update=update
         )
-        new = replace(state, epoch=epoch, next_seq=event.seq + 1, cutoff=cutoff, final=event.final)
+        new = replace(
+            state,
+            epoch=epoch,
+            next_seq=event.seq + 1,
+            cutoff=cutoff,
+            final=event.final,
+            chunk_offset=update.chunk_offset,
+        )
         (outcome,) = await self._committed([work], status, new)
         return outcome
 
@@ -629,6 +644,7 @@ class Moderator:
             carry=state.carry,
             cutoff=state.cutoff,
             final=state.final or event.final,
+            chunk_offset=_newest_offset(state, [work]),
         )
         result = await self._store.apply_chunk(
             event.conversation_id,
@@ -638,7 +654,13 @@ class Moderator:
             new_ids=[],
             update=update,
         )
-        new = replace(state, next_seq=event.seq + 1, final=update.final, epoch=self._epoch(work.delivery.partition))
+        new = replace(
+            state,
+            next_seq=event.seq + 1,
+            final=update.final,
+            epoch=self._epoch(work.delivery.partition),
+            chunk_offset=update.chunk_offset,
+        )
         (outcome,) = await self._committed([work], result, new)
         return outcome
 
@@ -654,6 +676,12 @@ class Moderator:
             return [Outcome.APPLIED] * len(run)
         # The store disagrees with our cached view (another owner, an expiry): trust the store.
         self._states.pop(work.conversation_id, None)
+        if status is ApplyStatus.DUPLICATE and await self._already_applied(run):
+            # This very step is in the store: an earlier attempt's write whose reply was lost in
+            # a connection fault (the client retried it), or another worker's for the same records.
+            for each in run:
+                await each.ack()
+            return [Outcome.APPLIED] * len(run)
         done = [Outcome.DONE] * len(run)
         if status is ApplyStatus.MISSING and isinstance(work.event, TokenChunkEvent):
             # The turn vanished from the store under us (Redis restarted empty, an eviction, an
@@ -676,6 +704,30 @@ class Moderator:
         for each in run:
             await self._reject(each, f"state_{status.value}", f"state store refused the update: {status.value}")
         return done
+
+    async def _already_applied(self, run: Sequence[Work]) -> bool:
+        """Whether the store's turn already holds ``run``'s records (see ``TurnState.chunk_offset``)."""
+        work = run[0]
+        state = await self._state(work.conversation_id)
+        if state is None or state.message_id != work.event.message_id:
+            return False
+        if isinstance(work.event, PromptEvent):
+            return state.prompt_offset == work.delivery.offset
+        return state.chunk_offset >= max(each.delivery.offset for each in run)
+
+    async def _redelivered(self, work: Work) -> Outcome:
+        """A record this turn has already applied, seen again (a redelivery after a crash or a
+        rebalance, or a retry after a store fault): its effects were published before the commit
+        that recorded it, so it is only acknowledged."""
+        logger.debug(
+            "%s[%s]@%s was already applied; acknowledging it",
+            work.delivery.topic,
+            work.delivery.partition,
+            work.delivery.offset,
+            extra=work.delivery.log_extra(work.conversation_id),
+        )
+        await work.ack()
+        return Outcome.DONE
 
     async def _state_lost(self, run: Sequence[Work], event: TokenChunkEvent) -> None:
         """The store lost this turn after ``event`` was judged: act on ``guard.on_state_loss`` now,
@@ -851,6 +903,12 @@ class _Piece:
     prefix: int
     ids: list[int]
     tokenizer_state: str
+
+
+def _newest_offset(state: TurnState, run: Sequence[Work]) -> int:
+    """The turn's ``chunk_offset`` once ``run`` is applied: its records may be older than ones
+    applied before them (a chunk parked ahead of a gap, applied when the gap closed)."""
+    return max(state.chunk_offset, *(work.delivery.offset for work in run))
 
 
 def _failure_reason(failure: Exception) -> str:

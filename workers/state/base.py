@@ -55,6 +55,12 @@ class TurnState:
     final: bool = False
     prompt_risk: str = ""
     prompt_action: str = ""
+    prompt_offset: int = -1
+    chunk_offset: int = -1
+    """Kafka offsets of the turn's prompt record and of the newest chunk record applied to it, on the
+    conversation's partition of each topic (the key decides it). A record at or below them that the
+    worker sees again is a redelivery of work already done (its effects were published before the
+    commit), not a second send by the producer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +72,7 @@ class ChunkUpdate:
     carry: str
     cutoff: str
     final: bool
+    chunk_offset: int = -1
 
 
 class ConversationStore(Protocol):

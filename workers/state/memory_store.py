@@ -75,6 +75,7 @@ class MemoryStore:
             carry=update.carry,
             cutoff=update.cutoff,
             final=update.final,
+            chunk_offset=update.chunk_offset,
         )
         self._turns[conversation_id] = (state, log, time.monotonic() + self._ttl)
         return ApplyStatus.OK

@@ -71,7 +71,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return 'ok'
 """
 
-_INT_FIELDS = {"epoch", "prompt_len", "log_len", "next_seq", "response_tokens"}
+_INT_FIELDS = {"epoch", "prompt_len", "log_len", "next_seq", "response_tokens", "prompt_offset", "chunk_offset"}
 
 
 def pack_ids(ids: Sequence[int]) -> bytes:
@@ -125,7 +125,8 @@ class RedisStore:
         for f in fields(TurnState):
             text = data.get(f.name, "")
             if f.name in _INT_FIELDS:
-                values[f.name] = int(text or 0)
+                # A field the record predates reads as its default (the offsets' -1: nothing known).
+                values[f.name] = int(text) if text else (f.default if isinstance(f.default, int) else 0)
             elif f.name == "final":
                 values[f.name] = text == "1"
             else:

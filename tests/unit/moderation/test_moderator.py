@@ -46,14 +46,17 @@ class Harness:
         self.acks = 0
         self.offset = 0
 
-    async def feed(self, event: PromptEvent | TokenChunkEvent) -> Outcome:
-        self.offset += 1
+    async def feed(self, event: PromptEvent | TokenChunkEvent, *, offset: int | None = None) -> Outcome:
+        """Hand ``event`` over as the next record, or as the record at ``offset`` seen again."""
+        if offset is None:
+            self.offset += 1
+            offset = self.offset
 
         async def ack() -> None:
             self.acks += 1
 
         topic = "guard.prompts" if isinstance(event, PromptEvent) else "guard.tokens"
-        delivery = Delivery(topic, 0, self.offset, event.conversation_id.encode(), b"{}", time.perf_counter())
+        delivery = Delivery(topic, 0, offset, event.conversation_id.encode(), b"{}", time.perf_counter())
         (outcome,) = await self.moderator.handle([Work(event=event, delivery=delivery, ack=ack)])
         return outcome
 
@@ -168,6 +171,85 @@ async def test_duplicates_are_dead_lettered_not_re_moderated(caplog: pytest.LogC
     line, _ = [r for r in caplog.records if "dead-lettering" in r.getMessage()]
     assert vars(line)["conversation_id"] == "c" and isinstance(vars(line)["kafka_offset"], int)
     assert vars(line)["kafka_topic"] == h.sink.of_type(DeadLetter)[0].source_topic
+
+
+async def test_a_redelivered_record_is_acknowledged_not_dead_lettered_or_re_moderated() -> None:
+    """After a crash or a rebalance, records already applied come again (their offsets were not
+    committed yet); unlike a producer's second send, they are only acknowledged."""
+    store = MemoryStore()
+    h = Harness(store)
+    prompt = PromptEvent(conversation_id="c", message_id="m1", messages=(Message(role=Role.USER, content="Hi"),))
+    await h.feed(prompt)
+    prompt_at = h.offset
+    for seq, text in enumerate(["one ", "two "]):
+        await h.chunk("c", seq, text)
+    again = Harness(store)  # a fresh worker: nothing cached, all from the store
+    again.offset = h.offset
+    assert await again.feed(prompt, offset=prompt_at) is Outcome.DONE
+    for seq, text in enumerate(["one ", "two "]):
+        chunk = TokenChunkEvent(conversation_id="c", message_id="m1", seq=seq, text=text)
+        assert await again.feed(chunk, offset=prompt_at + 1 + seq) is Outcome.DONE
+    assert again.acks == 3 and not again.sink.effects and not again.backend.responses
+    assert await again.chunk("c", 1, "two ") is Outcome.DONE  # the same seq at a new offset: a second send
+    assert [d.reason for d in again.sink.of_type(DeadLetter)] == ["duplicate_seq"]
+
+
+class LostReplyStore(MemoryStore):
+    """A MemoryStore whose next ``lose`` writes are applied but answered with a lost connection, as
+    when Redis shuts down between running a script and sending its reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose = 0
+
+    async def apply_chunk(self, *args: Any, **kwargs: Any) -> ApplyStatus:
+        status = await super().apply_chunk(*args, **kwargs)
+        if self.lose > 0:
+            self.lose -= 1
+            raise StoreUnavailable("Redis unreachable: ConnectionError: Connection closed by server.")
+        return status
+
+    async def open_turn(self, state: TurnState, prompt_ids: Sequence[int]) -> ApplyStatus:
+        status = await super().open_turn(state, prompt_ids)
+        if self.lose > 0:
+            self.lose -= 1
+            raise StoreUnavailable("Redis unreachable: ConnectionError: Connection closed by server.")
+        return status
+
+
+async def test_a_write_whose_reply_was_lost_is_recognised_on_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workers.moderation.moderator.STORE_RETRY_FIRST_S", 0.001)
+    store = LostReplyStore()
+    h = Harness(store)
+    store.lose = 1
+    assert await h.prompt("c") is Outcome.DONE  # applied by the first attempt
+    for seq in range(3):
+        store.lose = 1
+        assert await h.chunk("c", seq, f"word{seq} ") is Outcome.DONE
+    assert await h.chunk("c", 3, "", final=True) is Outcome.APPLIED
+    assert not h.sink.of_type(DeadLetter)
+    assert h.acks == 5
+    assert {v.seq for v in h.verdicts(Stage.RESPONSE)} == {0, 1, 2, 3}
+    state = await store.load("c")
+    assert state is not None and state.next_seq == 4 and state.final
+
+
+async def test_a_commit_answered_duplicate_for_its_own_write_is_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py retries a command whose connection dropped: the first attempt may have run, and
+    the retry then reports DUPLICATE for the worker's own write."""
+    h = Harness()
+    await h.prompt("c")
+    original = h.store.apply_chunk
+
+    async def run_twice(*args: Any, **kwargs: Any) -> ApplyStatus:
+        await original(*args, **kwargs)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(h.store, "apply_chunk", run_twice)
+    assert await h.chunk("c", 0, "one ") is Outcome.APPLIED
+    assert await h.chunk("c", 1, "two ") is Outcome.APPLIED
+    assert not h.sink.of_type(DeadLetter) and h.acks == 3
+    assert [v.seq for v in h.verdicts(Stage.RESPONSE)] == [0, 1]
 
 
 async def test_another_worker_resumes_from_the_store() -> None:
