@@ -12,6 +12,7 @@ from topics.events import DeadLetter, TokenChunkEvent
 from workers.agents.ingest import Ingest
 from workers.engine.debounce import Policy
 from workers.metrics import NullSensor
+from workers.moderation.delivery import Delivery
 from workers.moderation.lanes import Work
 from workers.moderation.moderator import Moderator, ModeratorConfig
 from workers.moderation.sink import RecordingSink
@@ -21,6 +22,10 @@ from workers.state.memory_store import MemoryStore
 class Router:
     def __init__(self) -> None:
         self.submitted: list[Work] = []
+        self.observed: list[Delivery] = []
+
+    def observe(self, delivery: Delivery) -> None:
+        self.observed.append(delivery)
 
     async def submit(self, work: Work) -> None:
         self.submitted.append(work)
@@ -57,6 +62,8 @@ async def test_a_record_without_a_key_is_dead_lettered_as_a_key_mismatch() -> No
     assert (letter.reason, letter.field, letter.conversation_id) == ("key_mismatch", "conversation_id", None)
     assert "no key" in letter.detail
     assert len(stream.acked) == 1 and not router.submitted
+    # A dead-lettered record still moves the log clock of the waits on its partition.
+    assert [(d.topic, d.partition, d.offset) for d in router.observed] == [("guard.tokens", 0, 5)]
 
 
 async def test_a_record_keyed_by_its_conversation_goes_to_the_lanes() -> None:

@@ -68,6 +68,7 @@ class Ingest:
             produced=message.timestamp if message.timestamp else None,
         )
         self._sensor.on_record(delivery.topic)
+        self._router.observe(delivery)
 
         async def ack() -> None:
             await stream.ack(event)

@@ -13,7 +13,8 @@ Unloaded, runs are single events.
 
 A handler may *park* an event it cannot apply yet: a chunk that arrived before its prompt, or ahead
 of a missing ``seq``. Parked events are retried after every event the lane applies, and are handed
-to ``Handler.expire`` (which dead-letters them) when they have waited too long or the lane's park is
+to ``Handler.expire`` (which dead-letters them) when they have waited too long, on the worker's
+clock and on the log's (``LogClock``: a backlog does not eat into the wait), or the lane's park is
 full. ``max_in_flight`` bounds the events admitted and not yet finished; ``submit`` waits for room,
 which back-pressures the Kafka consumer.
 """
@@ -32,8 +33,12 @@ from typing import Protocol
 
 from topics.events import PromptEvent, TokenChunkEvent
 from workers.moderation.delivery import Delivery
+from workers.moderation.logclock import LogClock
 
 logger = logging.getLogger(__name__)
+
+LOG_RECHECK_S = 0.1
+"""How often a parked event whose wait is over on the worker's clock, not yet on the log's, looks again."""
 
 
 @dataclass(slots=True, eq=False)
@@ -95,10 +100,19 @@ class ConversationRouter:
         self._lanes: dict[str, _Lane] = {}
         self._waits = {Outcome.WAIT_PROMPT: prompt_wait_s, Outcome.WAIT_SEQ: reorder_wait_s}
         self._window = reorder_window
+        self._clock = LogClock()
 
     @property
     def active_lanes(self) -> int:
         return len(self._lanes)
+
+    def observe(self, delivery: Delivery) -> None:
+        """Note a record read from an input topic, decodable or not: the log clock of the waits."""
+        self._clock.observe(delivery)
+
+    def _log_waited(self, work: Work, outcome: Outcome) -> bool:
+        """Whether ``work``'s wait is over on the log too (a prompt comes on the other topic)."""
+        return self._clock.waited(work.delivery, self._waits[outcome], other_topics=outcome is Outcome.WAIT_PROMPT)
 
     async def submit(self, work: Work) -> None:
         """Queue ``work`` on its conversation's lane; waits while ``max_in_flight`` events are open."""
@@ -212,10 +226,19 @@ class _Lane:
 
     async def _expire_overdue(self) -> None:
         now = time.monotonic()
-        overdue = [(w, o) for w, o in self._parked if w.parked_until <= now]
+        overdue: list[tuple[Work, Outcome]] = []
+        waiting: list[tuple[Work, Outcome]] = []
+        for work, outcome in self._parked:
+            if work.parked_until > now:
+                waiting.append((work, outcome))
+            elif not self._router._log_waited(work, outcome):
+                work.parked_until = now + LOG_RECHECK_S
+                waiting.append((work, outcome))
+            else:
+                overdue.append((work, outcome))
         if not overdue:
             return
-        self._parked = [(w, o) for w, o in self._parked if w.parked_until > now]
+        self._parked = waiting
         for work, outcome in sorted(overdue, key=lambda p: p[0].order()):
             await self._give_up(work, outcome, "waited too long")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from topics.events import Message, PromptEvent, Role, TokenChunkEvent
 from workers.moderation.delivery import Delivery
@@ -227,3 +228,43 @@ async def test_a_run_that_cannot_start_is_parked_whole() -> None:
     assert h.runs[0] == [0, 1, 2]
     assert [s for _, s in h.applied] == [-1, 0, 1, 2]
     assert not h.expired and h.acked == 4
+
+
+async def test_a_gap_waits_while_the_log_behind_it_is_still_being_read() -> None:
+    """A backlog does not eat into the reorder wait: while the worker is still reading records
+    published within the wait after the parked chunk, the chunk stays parked past the worker-clock
+    wait, and applies when its predecessor arrives."""
+    h = ScriptedHandler()
+    r = router(h, reorder_wait_s=0.05)
+    published = time.time()
+
+    def timed(offset: int, produced: float) -> Delivery:
+        return replace(_delivery(offset), produced=produced)
+
+    async def ack() -> None:
+        h.acked += 1
+
+    await submit(r, h, prompt("a"))
+    await r.submit(Work(event=chunk("a", 1), delivery=timed(1, published), ack=ack))
+    for i in range(15):  # 0.3 s of backlog, six times the wait, all published within the wait
+        r.observe(timed(2 + i, published + 0.001 * i))
+        await asyncio.sleep(0.02)
+    assert not h.expired
+    await r.submit(Work(event=chunk("a", 0), delivery=timed(20, published + 0.02), ack=ack))
+    assert await r.drain(2.0)
+    assert h.applied == [("a", -1), ("a", 0), ("a", 1)] and not h.expired
+
+
+async def test_a_gap_expires_once_the_log_has_moved_past_the_wait() -> None:
+    h = ScriptedHandler()
+    r = router(h, reorder_wait_s=0.05)
+    published = time.time()
+    await submit(r, h, prompt("a"))
+
+    async def ack() -> None:
+        h.acked += 1
+
+    await r.submit(Work(event=chunk("a", 1), delivery=replace(_delivery(1), produced=published), ack=ack))
+    r.observe(replace(_delivery(2), produced=published + 1.0))
+    assert await r.drain(2.0)
+    assert h.expired == [("a", 1, Outcome.WAIT_SEQ, "waited too long")]
