@@ -141,16 +141,22 @@ class Observer:
         )
 
 
-async def moderate_one(client: GuardClient, obs: Observer, *, chunks: int, within_s: float) -> str:
-    """Stream one benign conversation of ``chunks`` chunks and wait until the prompt and every chunk
-    have a verdict; return its conversation id."""
-    cid = f"c-{uuid.uuid4().hex[:6]}"
+async def stream_benign(client: GuardClient, cid: str, *, chunks: int, delay_s: float) -> None:
+    """Publish a benign prompt and an answer of ``chunks`` chunks ``delay_s`` apart, then the final
+    chunk (seq ``chunks``)."""
     await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
     writer = client.stream(cid, "m1")
     for i in range(chunks):
         await writer.send(f"the river runs on {i} ")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(delay_s)
     await writer.finish()
+
+
+async def moderate_one(client: GuardClient, obs: Observer, *, chunks: int, within_s: float) -> str:
+    """Stream one benign conversation of ``chunks`` chunks and wait until the prompt and every chunk
+    have a verdict; return its conversation id."""
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    await stream_benign(client, cid, chunks=chunks, delay_s=0.02)
     await obs.wait_for(
         lambda: set(obs.effective(cid)) == {None, *range(chunks + 1)},
         within_s=within_s,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, worker_settings
-from topics.events import Message, Role, Stage, VerdictStatus
+from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, stream_benign, worker_settings
+from topics.events import Stage, VerdictStatus
 from topics.names import Topic
 from workers.client import GuardClient
 from workers.infra import LocalRedis, ensure_topics
@@ -24,12 +24,7 @@ CHUNKS = 40
 
 
 async def _stream(client: GuardClient, cid: str) -> None:
-    await client.publish_prompt(cid, "m1", [Message(role=Role.USER, content="Tell me about rivers.")])
-    writer = client.stream(cid, "m1")
-    for i in range(CHUNKS):
-        await writer.send(f"the river runs on {i} ")
-        await asyncio.sleep(0.05)
-    await writer.finish()
+    await stream_benign(client, cid, chunks=CHUNKS, delay_s=0.05)
 
 
 def _healthz(port: int) -> tuple[int, dict[str, object]]:

@@ -4,9 +4,10 @@ dead engine process is an explicit failure followed by a fresh process, never a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy.typing as npt
 import orjson
 import pytest
 
+from tests.unit.engine.harness import history_of
 from workers.backends.base import PromptRequest, ResponseRequest
 from workers.backends.stream import StreamBackend
 from workers.engine.jobs import PromptJob, SchedulerClosed, SchedulerFailed, SequenceTooLong
@@ -39,22 +41,19 @@ def _settings(checkpoint: Path, isolation: str) -> Settings:
     )
 
 
-def _history(ids: Sequence[int]) -> Callable[[], Awaitable[Sequence[int]]]:
-    async def history() -> Sequence[int]:
-        return list(ids)
-
-    return history
-
-
 async def _conversation(backend: StreamBackend, key: str) -> list[npt.NDArray[np.generic]]:
     """A prompt, the scaffold with the first words, the rest after a release (a rebuild from history)."""
     prefix = list(backend.chat_format.response_prefix)
     prompt = await backend.score_prompt(PromptRequest(key, PROMPT, ""))
     first = [*prefix, *ANSWER[:4]]
-    one = await backend.score_response(ResponseRequest(key, len(PROMPT), first, _history(PROMPT)))
+    one = await backend.score_response(
+        ResponseRequest(key, len(PROMPT), first, functools.partial(history_of, list(PROMPT)))
+    )
     log = [*PROMPT, *first]
     backend.release(key)
-    two = await backend.score_response(ResponseRequest(key, len(log), ANSWER[4:], _history(log)))
+    two = await backend.score_response(
+        ResponseRequest(key, len(log), ANSWER[4:], functools.partial(history_of, list(log)))
+    )
     return [prompt.risk, one.risk, two.risk, one.category, two.category]
 
 
@@ -120,7 +119,7 @@ async def test_a_history_error_reaches_the_caller_as_it_is(tiny_checkpoint: Path
         # The engine dropped that job and serves the next one.
         scores = await backend.score_prompt(PromptRequest("k", PROMPT, ""))
         assert scores.risk.shape == (3,)
-        too_long = ResponseRequest("k", 1 << 20, [13], _history(PROMPT))
+        too_long = ResponseRequest("k", 1 << 20, [13], functools.partial(history_of, list(PROMPT)))
         with pytest.raises(SequenceTooLong):
             await backend.score_response(too_long)
     finally:

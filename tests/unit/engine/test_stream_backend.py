@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.unit.engine.harness import history_of
 from workers.backends import stream
 from workers.backends.base import GuardBackend, PromptRequest, ResponseRequest
 from workers.backends.stream import StreamBackend, resolve_guard_checkpoint
@@ -28,10 +29,6 @@ def _settings(checkpoint: str, *, allow: bool = True) -> Settings:
         guard={"backend": "stream", "checkpoint": checkpoint, "allow_test_checkpoint": allow},
         engine={"device": "cpu", "dtype": "float32", "kv_budget_bytes": 1 << 20, "page_size": 8, "max_wait_ms": 1.0},
     )
-
-
-async def _log(ids: Sequence[int]) -> Sequence[int]:
-    return ids
 
 
 async def test_scores_equal_the_reference_and_verdicts_name_the_test_model(
@@ -59,10 +56,12 @@ async def test_scores_equal_the_reference_and_verdicts_name_the_test_model(
 
         # The worker sends the scaffold with the first chunk and drops its scores.
         first = [*prefix, *answer[:4]]
-        one = await backend.score_response(ResponseRequest("k", len(prompt), first, functools.partial(_log, prompt)))
+        one = await backend.score_response(
+            ResponseRequest("k", len(prompt), first, functools.partial(history_of, list(prompt)))
+        )
         log = [*prompt, *first]
         two = await backend.score_response(
-            ResponseRequest("k", len(log), answer[4:], functools.partial(_log, list(log)))
+            ResponseRequest("k", len(log), answer[4:], functools.partial(history_of, list(log)))
         )
         got = np.concatenate([one.risk[len(prefix) :], two.risk])
         want = reference.score_response(prompt, prefix, answer)
