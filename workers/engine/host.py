@@ -19,12 +19,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from workers.engine.jobs import PromptJob, ResponseJob
 from workers.engine.scheduler import Scheduler
-from workers.engine.scores import Head
+from workers.engine.scores import Head, HeadScores
 from workers.engine.wire import Message, encode_error, encode_scores, frame, read_message
 
 if TYPE_CHECKING:
@@ -119,16 +119,8 @@ class _Host:
         task.add_done_callback(self._tasks.discard)
 
     async def _prompt(self, message: Message) -> None:
-        request_id = int(message["id"])
-        try:
-            scores = await self._scheduler.score_prompt(PromptJob(str(message["key"]), message["ids"]))
-        except Exception as exc:  # noqa: BLE001  # every failure goes back to the worker as data
-            self.send({"op": "error", "id": request_id, "error": encode_error(exc)})
-        else:
-            # The counters ride along, so the worker's metrics are as fresh as its last verdict.
-            self.send(
-                {"op": "scores", "id": request_id, "stats": scheduler_stats(self._scheduler), **encode_scores(scores)}
-            )
+        job = PromptJob(str(message["key"]), message["ids"])
+        await self._answer(int(message["id"]), self._scheduler.score_prompt(job))
 
     async def _response(self, message: Message) -> None:
         request_id = int(message["id"])
@@ -141,16 +133,22 @@ class _Host:
 
         job = ResponseJob(str(message["key"]), int(message["offset"]), message["new"], history)
         try:
-            scores = await self._scheduler.score_response(job)
-        except Exception as exc:  # noqa: BLE001  # every failure goes back to the worker as data
-            self.send({"op": "error", "id": request_id, "error": encode_error(exc)})
-        else:
-            # The counters ride along, so the worker's metrics are as fresh as its last verdict.
-            self.send(
-                {"op": "scores", "id": request_id, "stats": scheduler_stats(self._scheduler), **encode_scores(scores)}
-            )
+            await self._answer(request_id, self._scheduler.score_response(job))
         finally:
             self._histories.pop(request_id, None)
+
+    async def _answer(self, request_id: int, scoring: Awaitable[HeadScores]) -> None:
+        """Send the request's scores, or its failure as data."""
+        try:
+            scores = await scoring
+        except Exception as exc:  # noqa: BLE001  # every failure goes back to the worker as data
+            self.send({"op": "error", "id": request_id, "error": encode_error(exc)})
+            return
+        # The counters ride along, so the worker's metrics are as fresh as its last verdict
+        # (``report_stats`` covers what changes without a reply, such as a release).
+        self.send(
+            {"op": "scores", "id": request_id, "stats": scheduler_stats(self._scheduler), **encode_scores(scores)}
+        )
 
     async def report_stats(self) -> None:
         last: dict[str, float] = {}

@@ -252,4 +252,5 @@ class EngineProcess:
     def _fail_all(self, error: SchedulerClosed | SchedulerFailed) -> None:
         for request in list(self._requests.values()):
             if not request.future.done():
+                # One instance per future: a shared one would collect every awaiter's traceback.
                 request.future.set_exception(type(error)(str(error)))
