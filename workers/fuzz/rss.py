@@ -1,4 +1,4 @@
-"""Sampling a worker's resident memory (``VmRSS`` in ``/proc/<pid>/status``) while a run goes on.
+"""Sampling a worker's resident memory (psutil's RSS) while a run goes on.
 
 A worker's memory is its own and its children's: the engine process holds the model and the KV.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
 import psutil
@@ -17,25 +16,18 @@ import psutil
 def rss_kib(pid: int) -> int | None:
     """The resident set of ``pid`` and its child processes in KiB, or None when ``pid`` is gone (or
     a zombie)."""
-    own = _own_rss_kib(pid)
-    if own is None:
-        return None
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        family = [process, *process.children(recursive=True)]
     except psutil.Error:
-        return own
-    return own + sum(_own_rss_kib(child.pid) or 0 for child in children)
-
-
-def _own_rss_kib(pid: int) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
         return None
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return None  # a zombie has no VmRSS line
+    total = 0
+    for member in family:
+        with contextlib.suppress(psutil.Error):  # a child that exited meanwhile holds nothing
+            total += member.memory_info().rss
+    return total // 1024
 
 
 @dataclass
