@@ -1,7 +1,11 @@
 """The worker a fuzz run targets: its settings, and a whole stack for ``streamwarden fuzz``.
 
-The worker runs the planted checkpoint (known verdicts) through the real engine, with the bounds
-the integration tests use: 64 KiB messages, 1.5 s prompt and reorder waits, a reorder window of 8.
+The worker runs the planted checkpoint (known verdicts) through the real engine, with 64 KiB
+messages, a reorder window of 8 and the default 5 s prompt and reorder waits. The waits are
+measured in the records' own time (``workers.moderation.logclock``), so they must also cover the
+publisher: on a loaded two-core machine the fuzzer itself stalls for over a second now and then
+(waiting for the broker's acknowledgements), and a chunk published that much after the one
+parked for it has, by the worker's rules, come too late.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from workers.runner import WorkerProcess
 
 MAX_MESSAGE_BYTES = 64 << 10
 REORDER_WINDOW = 8
+WAIT_S = 5.0
 
 
 def worker_overrides(kafka: str, redis: str, prefix: str, checkpoint: Path, partitions: int) -> dict[str, object]:
@@ -40,8 +45,8 @@ def worker_overrides(kafka: str, redis: str, prefix: str, checkpoint: Path, part
         "guard.checkpoint": str(checkpoint),
         "guard.allow_test_checkpoint": True,
         "engine.dtype": "float32",  # the planted weights are exact in float32
-        "worker.prompt_wait_s": 1.5,
-        "worker.reorder_wait_s": 1.5,
+        "worker.prompt_wait_s": WAIT_S,
+        "worker.reorder_wait_s": WAIT_S,
         "worker.reorder_window": REORDER_WINDOW,
         "engine.max_wait_ms": 1.0,
     }
