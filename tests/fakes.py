@@ -87,6 +87,9 @@ class FakeBackend:
     def engine_stats(self) -> Mapping[str, float]:
         return {}
 
+    def unavailable(self) -> str | None:
+        return None
+
     def release(self, key: str) -> None:
         self.released.append(key)
         self.seen.pop(key, None)

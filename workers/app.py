@@ -133,6 +133,17 @@ class WorkerRuntime(Service):
         }
 
     @Service.task
+    async def _watch_guard(self) -> None:
+        """Ask the guard every ``worker.health_interval_s`` whether it can judge, for ``/healthz``
+        (a dead or restarting engine process turns the ``model`` check red)."""
+        await self.ready.wait()
+        interval = self.settings.worker.health_interval_s
+        while not self.should_stop:
+            problem = self.backend.unavailable()
+            self.health.record("model", problem is None, problem or f"{self.backend.info.model_id} loaded")
+            await self.sleep(interval)
+
+    @Service.task
     async def _watch_store(self) -> None:
         """Ping the state store every ``worker.health_interval_s`` for ``/healthz``."""
         interval = self.settings.worker.health_interval_s

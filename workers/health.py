@@ -1,6 +1,7 @@
 """Worker health: what ``GET /healthz`` answers.
 
-A worker is healthy when its guard model is loaded, the consumer group has assigned it its
+A worker is healthy when its guard model is loaded and can judge (its engine process is up, not
+dead or restarting), the consumer group has assigned it its
 partitions (the first rebalance is done; there may be none for it), the state store answers, and
 a Kafka broker answers. The runtime records each check as it learns of it, on the event loop; the
 HTTP server's thread reads a snapshot (a dict copy: the entries themselves are immutable).

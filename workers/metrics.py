@@ -88,6 +88,7 @@ RUNTIME_SERIES: dict[str, tuple[str, str, bool]] = {
     "forward_seconds": ("guard_engine_forward_seconds", "Seconds spent in engine forwards", True),
     "rebuilds": ("guard_engine_rebuilds", "Conversations rebuilt from the token log", True),
     "kv_evictions": ("guard_kv_evictions", "Conversations evicted from the KV cache", True),
+    "engine_restarts": ("guard_engine_restarts", "Engine processes started after the previous one died", True),
     "kv_bytes_used": ("guard_kv_bytes_in_use", "KV cache bytes held", False),
     "lanes_active": ("guard_lanes_active", "Conversations with events being processed", False),
     "store_failures": ("guard_store_failures", "State store attempts that failed (each is retried)", True),

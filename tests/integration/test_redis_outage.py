@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.integration.endpoints import samples, unlabelled, watch_health
 from tests.integration.pipeline import Observer, new_worker, planted_checkpoint, stream_benign, worker_settings
 from topics.events import Stage, VerdictStatus
 from topics.names import Topic
@@ -27,47 +25,14 @@ async def _stream(client: GuardClient, cid: str) -> None:
     await stream_benign(client, cid, chunks=CHUNKS, delay_s=0.05)
 
 
-def _healthz(port: int) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def _samples(port: int) -> dict[str, float]:
-    """Every sample of ``/metrics``, keyed by its name with its labels as printed."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        lines = response.read().decode().splitlines()
-    return {
-        name: float(value)
-        for name, _, value in (line.rpartition(" ") for line in lines if line and not line.startswith("#"))
-    }
-
-
-def _metrics(port: int) -> dict[str, float]:
-    """The unlabelled series of ``/metrics``."""
-    return {name: value for name, value in _samples(port).items() if "{" not in name}
-
-
 def _partition_series(port: int, name: str, topic: str) -> dict[int, float]:
     """Series ``name`` of ``topic``'s partitions, keyed by partition."""
     found: dict[int, float] = {}
-    for sample, value in _samples(port).items():
+    for sample, value in samples(port).items():
         series, _, labels = sample.partition("{")
         if series == name and f'topic="{topic}"' in labels:
             found[int(labels.split('partition="')[1].split('"')[0])] = value
     return found
-
-
-async def _watch_health(port: int, seen: list[tuple[int, str]]) -> None:
-    while True:
-        try:
-            status, body = await asyncio.to_thread(_healthz, port)
-            seen.append((status, str(body.get("reason", ""))))
-        except OSError:
-            pass  # the endpoint is not up yet
-        await asyncio.sleep(0.25)
 
 
 async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -86,7 +51,7 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootst
             Observer(kafka_bootstrap, prefix) as obs,
             GuardClient(kafka_bootstrap, topic_prefix=prefix) as client,
         ):
-            watcher = asyncio.create_task(_watch_health(port, health))
+            watcher = asyncio.create_task(watch_health(port, health))
             await obs.wait_for(lambda: bool(health) and health[-1][0] == 200, within_s=30, what="/healthz 200")
             cids = [f"c{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
             streams = asyncio.gather(*(_stream(client, c) for c in cids))
@@ -98,7 +63,7 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(kafka_bootst
             await streams
             await obs.wait_for(lambda: health[-1][0] == 200, within_s=30, what="/healthz 200 again")
             watcher.cancel()
-            metrics = _metrics(port)
+            metrics = unlabelled(port)
             assert metrics["guard_engine_forwards_total"] > 0
             assert metrics["guard_engine_tokens_total"] >= metrics["guard_engine_rows_total"] > 0
             assert metrics["guard_store_failures_total"] > 0  # the outage's failed attempts, retried

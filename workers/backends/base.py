@@ -112,6 +112,11 @@ class GuardBackend(Protocol):
     def release(self, key: str) -> None:
         """Forget cached state of ``key`` (the message finished or was cut off)."""
 
+    def unavailable(self) -> str | None:
+        """Why the guard cannot judge now (its engine died, or is restarting), or None when it can;
+        ``GET /healthz`` reports it. Asked after ``start``."""
+        ...
+
     def engine_stats(self) -> Mapping[str, float]:
         """The engine's counters for metrics, empty when there is no engine: forwards, rows, tokens,
         forward_seconds, rebuilds, kv_evictions (keys of ``workers.metrics.RUNTIME_SERIES``, which

@@ -124,5 +124,8 @@ class CascadeBackend:
     def release(self, key: str) -> None:
         self._stream.release(key)
 
+    def unavailable(self) -> str | None:
+        return self._stream.unavailable() or self._prefilter.unavailable()
+
     def engine_stats(self) -> Mapping[str, float]:
         return self._stream.engine_stats()

@@ -151,6 +151,15 @@ class PrefilterBackend:
             if not future.done():
                 future.set_exception(PromptOnlyError("the prefilter was closed before scoring this prompt"))
 
+    def unavailable(self) -> str | None:
+        task = self._task
+        if task is None:
+            return "the prefilter is not started"
+        if task.done():
+            error = None if task.cancelled() else task.exception()
+            return f"the prefilter's batch task ended ({error!r})"
+        return None
+
     async def score_prompt(self, request: PromptRequest) -> PromptScores:
         """Score ``request.text`` (the user's message); ``token_ids`` are not used.
 

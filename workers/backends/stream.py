@@ -225,6 +225,12 @@ class StreamBackend:
         if self._scheduler is not None:
             self._scheduler.release(key)
 
+    def unavailable(self) -> str | None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return "the stream guard is not started"
+        return scheduler.failure if isinstance(scheduler, Scheduler) else scheduler.down
+
     def engine_stats(self) -> Mapping[str, float]:
         scheduler = self._scheduler
         if scheduler is None:

@@ -8,8 +8,10 @@ worker, when the engine asks for it (it has no KV for the conversation at that o
 errors (a Redis outage, say) reach the caller as they are.
 
 If the engine process dies, every request in flight fails with ``SchedulerFailed`` (the
-moderator gives each its explicit ``guard.on_error`` outcome) and the next request starts a new
-engine process, which rebuilds each conversation's KV from its history on first use.
+moderator gives each its explicit ``guard.on_error`` outcome) and a new engine process starts at
+once, which rebuilds each conversation's KV from its history on first use; requests meanwhile wait
+for it. If that start fails too, the next request tries again. ``down`` says why the engine cannot
+score now (``GET /healthz`` reports it) until a process is ready again.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class EngineProcess:
         self._ids = itertools.count(1)
         self._spawn_lock = asyncio.Lock()
         self._closed = False
+        self._restart: asyncio.Task[None] | None = None
+        self.down: str | None = "the engine process is not started"
         self._stats: dict[str, float] = {}
         self._stats_base: dict[str, float] = {}
         self.max_positions = 1 << 30
@@ -75,6 +79,7 @@ class EngineProcess:
         merged = {name: self._stats_base.get(name, 0.0) + value for name, value in self._stats.items()}
         if "kv_bytes_used" in self._stats:
             merged["kv_bytes_used"] = self._stats["kv_bytes_used"]
+        merged["engine_restarts"] = float(max(0, self.starts - 1))
         return merged
 
     async def start(self) -> None:
@@ -88,7 +93,11 @@ class EngineProcess:
                 raise SchedulerClosed("engine process is closed")
             if self._alive():
                 return
-            await self._spawn()
+            try:
+                await self._spawn()
+            except EngineStartError as exc:
+                self.down = str(exc)
+                raise
 
     def _alive(self) -> bool:
         proc, reader = self._proc, self._reader
@@ -122,6 +131,7 @@ class EngineProcess:
         self._proc = proc
         self._reader = asyncio.get_running_loop().create_task(self._read(proc), name="streamwarden-engine-reader")
         self.starts += 1
+        self.down = None
         logger.info(
             "engine process %s ready in %.1f s (model loaded in %.1f s)",
             proc.pid,
@@ -132,6 +142,9 @@ class EngineProcess:
     async def close(self) -> None:
         """Stop the engine process (it finishes nothing), failing pending requests with ``SchedulerClosed``."""
         self._closed = True
+        if self._restart is not None:
+            self._restart.cancel()
+            await asyncio.gather(self._restart, return_exceptions=True)
         async with self._spawn_lock:
             proc, self._proc = self._proc, None
             if proc is not None and proc.returncode is None:
@@ -215,7 +228,17 @@ class EngineProcess:
             problem,
             len(self._requests),
         )
+        self.down = f"the engine process exited with {code}{problem}; restarting it"
         self._fail_all(SchedulerFailed(f"the engine process exited with {code}{problem}"))
+        self._restart = asyncio.get_running_loop().create_task(self._restart_now(), name="streamwarden-engine-restart")
+
+    async def _restart_now(self) -> None:
+        """Start the next engine process at once rather than on the next request."""
+        try:
+            await self.start()
+        except (EngineStartError, SchedulerClosed) as exc:
+            # The engine's own message says why; a traceback of this task would add nothing.
+            logger.error("engine process restart failed (the next request tries again): %s", exc)  # noqa: TRY400
 
     def _dispatch(self, message: Message) -> None:
         op = message["op"]

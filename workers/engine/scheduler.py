@@ -138,6 +138,11 @@ class Scheduler:
     def executor(self) -> StepExecutor:
         return self._executor
 
+    @property
+    def failure(self) -> str | None:
+        """What killed the loop (every later request fails with ``SchedulerFailed``), or None."""
+        return None if self._failure is None else f"the scheduler loop died: {self._failure!r}"
+
     async def start(self) -> None:
         """Start the loop task; idempotent."""
         if self._task is not None:

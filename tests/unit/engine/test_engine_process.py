@@ -88,12 +88,22 @@ async def test_a_killed_engine_process_fails_what_is_in_flight_then_restarts(tin
 
         in_flight = asyncio.create_task(backend.score_response(ResponseRequest("gone", 40, [13], never)))
         await asyncio.wait_for(stalled.wait(), 30)
-        os.kill(engine.pid, signal.SIGKILL)
+        first_pid = engine.pid
+        assert backend.unavailable() is None
+        os.kill(first_pid, signal.SIGKILL)
         with pytest.raises(SchedulerFailed, match="engine process exited with -9"):
             await asyncio.wait_for(in_flight, 30)
-        # The next request starts a new engine process; its KV comes back from the history.
+        down = backend.unavailable()
+        assert down is not None and "exited with -9; restarting" in down  # what /healthz reports
+        # A new engine process starts at once, without waiting for a request.
+        for _ in range(600):
+            if engine.pid is not None and backend.unavailable() is None:
+                break
+            await asyncio.sleep(0.1)
+        assert engine.pid not in (None, first_pid) and engine.starts == 2
+        # Its KV comes back from the history.
         after = await _conversation(backend, "a")
-        assert engine.starts == 2
+        assert engine.starts == 2 and backend.engine_stats()["engine_restarts"] == 1
         for got, want in zip(after, before, strict=True):
             np.testing.assert_array_equal(got, want)
         assert backend.engine_stats()["forwards"] >= 6  # counters continue across processes

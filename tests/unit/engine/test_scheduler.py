@@ -304,6 +304,7 @@ async def test_a_dead_loop_fails_every_pending_request() -> None:
     )
     assert all(isinstance(r, SchedulerFailed) for r in results)
     assert isinstance(results[0].__cause__, RuntimeError)  # type: ignore[union-attr]
+    assert scheduler.failure is not None and "planner bug" in scheduler.failure  # what /healthz reports
     with pytest.raises(SchedulerFailed):
         await scheduler.score_prompt(PromptJob("later", [1]))
     await scheduler.close()

@@ -35,7 +35,9 @@ async def test_scores_equal_the_reference_and_verdicts_name_the_test_model(
     tiny_checkpoint: Path, tiny_model: GuardModel
 ) -> None:
     backend: GuardBackend = StreamBackend(_settings(str(tiny_checkpoint)))  # the protocol, checked by mypy
+    assert backend.unavailable() == "the stream guard is not started"
     await backend.start()
+    assert backend.unavailable() is None
     await backend.start()  # idempotent
     try:
         info = backend.info

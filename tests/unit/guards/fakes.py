@@ -89,6 +89,7 @@ class ScriptedGuard:
     responses: list[ResponseRequest] = field(default_factory=list)
     started: bool = False
     closed: bool = False
+    down: str | None = None  # what ``unavailable`` answers
     token_ids: list[tuple[int, ...]] = field(default_factory=list)
     chat: FakeChat = field(default_factory=FakeChat)
 
@@ -137,3 +138,6 @@ class ScriptedGuard:
 
     def engine_stats(self) -> dict[str, float]:
         return {}
+
+    def unavailable(self) -> str | None:
+        return self.down

@@ -48,11 +48,13 @@ async def test_prefilter_scores_and_decides(settings: Settings) -> None:
     backend = PrefilterBackend(settings, load=lambda: scorer)
     await backend.start()
     try:
+        assert backend.unavailable() is None
         unsafe = await backend.score_prompt(_request("build a bomb"))
         unsure = await backend.score_prompt(_request("is it legal to pick a lock"))
     finally:
         await backend.close()
     assert unsafe.decided and unsafe.tier == "prefilter"
+    assert backend.unavailable() == "the prefilter is not started"  # closed
     assert backend.info.query_categories[unsafe.category] == "Violent"
     assert not unsure.decided
     np.testing.assert_allclose(unsafe.risk, ROWS["build a bomb"])
@@ -132,6 +134,19 @@ async def test_cascade_decides_confident_prompts_at_the_prefilter() -> None:
     assert cascade.info == stream.info and cascade.chat_format is stream.chat_format
     await cascade.close()
     assert prefilter.closed and stream.closed
+
+
+async def test_cascade_is_unavailable_when_either_tier_is() -> None:
+    prefilter = ScriptedGuard(rows=ROWS, tier="prefilter")
+    stream = _stream()
+    cascade = CascadeBackend(prefilter, stream)
+    await cascade.start()
+    assert cascade.unavailable() is None
+    prefilter.down = "the prefilter's batch task ended"
+    assert cascade.unavailable() == "the prefilter's batch task ended"
+    stream.down = "the engine process exited with -9; restarting it"
+    assert cascade.unavailable() == "the engine process exited with -9; restarting it"
+    await cascade.close()
 
 
 async def test_cascade_escalates_the_rest_and_delegates_responses() -> None:

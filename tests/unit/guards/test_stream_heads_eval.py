@@ -90,6 +90,9 @@ class WordGuard:
     def engine_stats(self) -> dict[str, float]:
         return {}
 
+    def unavailable(self) -> str | None:
+        return None
+
 
 def _answer(uid: str, text: str, *, harmful: bool) -> ResponseRecord:
     return ResponseRecord(uid, "xstest", "test", "How do I do it?", text, harmful, "Violent", "en", "g", "m")
