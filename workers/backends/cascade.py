@@ -80,10 +80,12 @@ class CascadeBackend:
         return self._stream.chat_format
 
     async def start(self) -> None:
-        # One after the other: both load models in worker threads, and transformers' lazy module
-        # imports are not thread-safe (concurrent first imports fail with ImportError).
-        await self._stream.start()
-        await self._prefilter.start()
+        # Together: the stream guard's model loads in its engine process while the prefilter loads
+        # here (loads in this process's threads take turns: ``workers.engine.loading``).
+        results = await asyncio.gather(self._stream.start(), self._prefilter.start(), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
         self._categories = category_translation(self._prefilter.info, self._stream.info)
 
     async def close(self) -> None:

@@ -32,6 +32,7 @@ from workers.backends.prefilter_meta import (
     is_decided,
     resolve_model_dir,
 )
+from workers.engine.loading import load_in_thread
 from workers.settings import Settings
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class PrefilterBackend:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._scorer = await asyncio.to_thread(self._load)
+        self._scorer = await load_in_thread(self._load)
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._serve(self._scorer, self._queue), name="prefilter-batches")
 

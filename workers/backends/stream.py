@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from workers.backends.base import ModelInfo, PromptRequest, PromptScores, ResponseRequest, ResponseScores
 from workers.engine.checkpoint import Checkpoint, CheckpointError, cached_guard_repo, open_checkpoint
 from workers.engine.jobs import PromptJob, ResponseJob
+from workers.engine.loading import load_in_thread
 from workers.engine.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -162,10 +163,11 @@ class StreamBackend:
             if self._scheduler is not None:
                 return
             engine = self._settings.engine
+            # Off the event loop: the first run materialises the shipped checkpoint (seconds).
+            checkpoint = await load_in_thread(lambda: self.checkpoint)
             if engine.isolation == "process":
                 from workers.engine.process import EngineProcess
 
-                checkpoint = self.checkpoint
                 process = EngineProcess(
                     {
                         "engine": engine.model_dump(mode="json"),
@@ -177,15 +179,15 @@ class StreamBackend:
                 # The engine process loads the model while this one prepares its tokenizer.
                 loading = asyncio.get_running_loop().create_task(process.start())
                 try:
-                    await asyncio.to_thread(self._prepared_chat_format)
+                    await load_in_thread(self._prepared_chat_format)
                 finally:
                     await loading
                 self._scheduler = process
             else:
                 from workers.engine.host import build_scheduler
 
-                chat_format = await asyncio.to_thread(self._prepared_chat_format)
-                self._scheduler = await build_scheduler(self.checkpoint, engine, chat_format.response_prefix)
+                chat_format = await load_in_thread(self._prepared_chat_format)
+                self._scheduler = await build_scheduler(checkpoint, engine, chat_format.response_prefix)
 
     def _prepared_chat_format(self) -> ChatFormat:
         from workers.engine.text import prepare

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from workers.engine.jobs import PromptJob, ResponseJob
+from workers.engine.loading import load_in_thread
 from workers.engine.scheduler import Scheduler
 from workers.engine.scores import Head, HeadScores
 from workers.engine.wire import Message, encode_error, encode_scores, frame, read_message
@@ -57,7 +58,7 @@ def load_runner(checkpoint: Checkpoint, engine: EngineSettings) -> BatchRunner:
 
 async def build_scheduler(checkpoint: Checkpoint, engine: EngineSettings, response_prefix: Sequence[int]) -> Scheduler:
     """A started scheduler over the loaded model (the load runs in a thread)."""
-    runner = await asyncio.to_thread(load_runner, checkpoint, engine)
+    runner = await load_in_thread(load_runner, checkpoint, engine)
     scheduler = Scheduler(
         runner,
         max_batch_tokens=engine.max_batch_tokens,
@@ -180,7 +181,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.WriteTransport) ->
     try:
         checkpoint = open_checkpoint(start["checkpoint"], allow_test_checkpoint=bool(start["allow_test_checkpoint"]))
         engine = EngineSettings.model_validate(start["engine"])
-        chat_format = await asyncio.to_thread(ChatFormat.from_pretrained, checkpoint.path)
+        chat_format = await load_in_thread(ChatFormat.from_pretrained, checkpoint.path)
         scheduler = await build_scheduler(checkpoint, engine, chat_format.response_prefix)
     except Exception as exc:
         logger.exception("engine process: the model failed to load")

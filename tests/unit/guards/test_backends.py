@@ -136,6 +136,27 @@ async def test_cascade_decides_confident_prompts_at_the_prefilter() -> None:
     assert prefilter.closed and stream.closed
 
 
+async def test_cascade_starts_both_tiers_together_and_reports_a_failed_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream guard's engine loads in its own process while the prefilter loads in this one."""
+    prefilter, stream = ScriptedGuard(rows=ROWS, tier="prefilter"), _stream()
+    both = asyncio.Barrier(2)
+
+    async def meet() -> None:  # each start waits for the other: one after the other would hang
+        await asyncio.wait_for(both.wait(), 5)
+
+    monkeypatch.setattr(prefilter, "start", meet)
+    monkeypatch.setattr(stream, "start", meet)
+    await CascadeBackend(prefilter, stream).start()
+
+    async def broken() -> None:
+        raise RuntimeError("the prefilter's files are missing")
+
+    monkeypatch.setattr(prefilter, "start", broken)
+    monkeypatch.setattr(stream, "start", ScriptedGuard.start.__get__(stream))
+    with pytest.raises(RuntimeError, match="files are missing"):
+        await CascadeBackend(prefilter, stream).start()
+
+
 async def test_cascade_is_unavailable_when_either_tier_is() -> None:
     prefilter = ScriptedGuard(rows=ROWS, tier="prefilter")
     stream = _stream()
