@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
 from workers.engine.checkpoint import CONFIG_NAME, GUARD_ARCHITECTURES, METADATA_KEY
 
 if TYPE_CHECKING:
+    # Imported where used: resolving the shipped checkpoint (which reads this module's names)
+    # must not pay torch's import on the worker's event loop before the engine process starts.
+    import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ def load_backbone(
         CheckpointError: a guard checkpoint is malformed, or is a random-weight test checkpoint
             and ``allow_test_checkpoint`` is false.
     """
+    import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     test_checkpoint = False
@@ -238,6 +240,8 @@ def truncate_backbone(backbone: Backbone, layers: int) -> Backbone:
     """
     import dataclasses
 
+    import torch
+
     total = int(backbone.config["num_hidden_layers"])
     if not 1 <= layers <= total:
         raise BackboneError(f"cannot keep {layers} layers of a {total}-layer backbone (choose 1..{total})")
@@ -260,6 +264,7 @@ def truncate_backbone(backbone: Backbone, layers: int) -> Backbone:
 
 def _guard_backbone(path: Path, allow_test_checkpoint: bool) -> tuple[PreTrainedModel, dict[str, Any], bool]:
     """The backbone of a guard checkpoint: its config without guard keys, its ``model.*`` tensors."""
+    import torch
     from transformers import AutoModel
 
     from workers.engine.checkpoint import BACKBONE_PREFIX, open_checkpoint

@@ -157,15 +157,15 @@ def materialise(artifact: Path, *, cache_root: Path | None = None, backbone: Pat
         CheckpointError: the artifact is malformed, the backbone is missing, or it is not the
             backbone (SHA-256) the heads were trained on.
     """
+    root = cache_root if cache_root is not None else default_cache_root()
+    target = materialised_path(artifact, root)
+    if (target / CONFIG_NAME).is_file():
+        return target  # the usual case: no torch import needed to find it
     import torch
     from safetensors.torch import load_file
 
     from workers.backends.backbone import load_backbone
 
-    root = cache_root if cache_root is not None else default_cache_root()
-    target = materialised_path(artifact, root)
-    if (target / CONFIG_NAME).is_file():
-        return target
     config, entry = _read_artifact(artifact)
     source = _locate_backbone(artifact, entry, backbone)
     allow_test = bool(config[METADATA_KEY].get("test_checkpoint", False))

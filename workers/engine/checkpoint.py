@@ -183,14 +183,15 @@ def _architecture(path: Path, raw: Mapping[str, Any]) -> str:
 
 
 def _model_type(path: Path, raw: Mapping[str, Any], architecture: str) -> str:
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-
+    # Checked against the guard architectures' own model types (decoders every supported
+    # transformers release has), not transformers' registry: opening a checkpoint to find its
+    # path and labels must not import transformers and torch (seconds, before the engine starts).
     model_type = raw.get("model_type")
     if not isinstance(model_type, str):
         raise CheckpointError(path, "config lacks model_type")
-    if model_type not in CONFIG_MAPPING or model_type not in MODEL_MAPPING_NAMES:
-        raise CheckpointError(path, f"unknown model_type {model_type!r} (not a transformers decoder model)")
+    if model_type not in GUARD_ARCHITECTURES.values():
+        known = sorted(set(GUARD_ARCHITECTURES.values()))
+        raise CheckpointError(path, f"unknown model_type {model_type!r} (the engine runs {', '.join(known)})")
     expected = GUARD_ARCHITECTURES[architecture]
     if model_type != expected:
         raise CheckpointError(path, f"architecture {architecture} needs model_type {expected!r}, got {model_type!r}")
@@ -358,7 +359,8 @@ def _tensor_files(path: Path) -> dict[str, Path]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(single), framework="pt") as handle:
+        # The header alone is read, so the framework does not matter: numpy keeps torch unimported.
+        with safe_open(str(single), framework="numpy") as handle:
             names = list(handle.keys())
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(path, f"{WEIGHTS_NAME} is not a readable safetensors file: {exc}") from exc
