@@ -67,6 +67,7 @@ class WorkerRuntime(Service):
             settings.redis.url.get_secret_value(),
             namespace=settings.redis.namespace,
             ttl_s=settings.redis.ttl_s,
+            finished_ttl_s=settings.redis.finished_ttl_s,
         )
         self.moderator = Moderator(
             backend,

@@ -66,6 +66,12 @@ class RedisSettings(_Section):
     url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL (may hold a password)")
     namespace: str = Field("guard:v1", description="Prefix of every key this service writes")
     ttl_s: int = Field(24 * 3600, ge=60, description="Idle conversations expire after this")
+    finished_ttl_s: int = Field(
+        600,
+        ge=1,
+        description="A turn that has ended (final chunk or cut-off) expires after this instead: its token log "
+        "is not needed again, and keeping it for ttl_s would make Redis grow with every conversation of the day",
+    )
 
 
 class EngineSettings(_Section):

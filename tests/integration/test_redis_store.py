@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from tests.contracts.state import StoreContract, turn
+from tests.contracts.state import StoreContract, turn, upd
 from workers.state import keys
 from workers.state.redis_store import RedisStore
 
@@ -33,6 +33,25 @@ async def test_every_write_sets_a_ttl(redis_url: str, redis_client: aioredis.Red
         for key in (keys.conv_key(ns, "c1"), keys.log_key(ns, "c1")):
             ttl = await redis_client.pttl(key)
             assert 100_000 < ttl <= 120_000, (key, ttl)
+    finally:
+        await store.aclose()
+
+
+async def test_a_finished_turn_expires_after_the_finished_ttl(redis_url: str, redis_client: aioredis.Redis) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    store = RedisStore(redis_url, namespace=ns, ttl_s=3600, finished_ttl_s=30)
+    try:
+        await store.open_turn(turn(), [1] * 5)
+        await store.apply_chunk("c1", "m1", epoch=1, seq=0, new_ids=[7], update=upd(1))
+        keys_of = (keys.conv_key(ns, "c1"), keys.log_key(ns, "c1"))
+        for key in keys_of:
+            assert await redis_client.pttl(key) > 3_000_000, key  # open: the idle TTL
+        await store.apply_chunk("c1", "m1", epoch=1, seq=1, new_ids=[8], update=upd(2, final=True))
+        for key in keys_of:
+            assert 0 < await redis_client.pttl(key) <= 30_000, key
+        await store.open_turn(turn(cid="c2"), [1] * 5)
+        await store.apply_chunk("c2", "m1", epoch=1, seq=0, new_ids=[7], update=upd(1, cut='{"seq":0}'))
+        assert 0 < await redis_client.pttl(keys.conv_key(ns, "c2")) <= 30_000  # a cut-off ends the turn too
     finally:
         await store.aclose()
 

@@ -95,7 +95,10 @@ class ShadowGuard:
             from workers.state.redis_store import RedisStore
 
             store = RedisStore(
-                settings.redis.url.get_secret_value(), namespace=shadow_namespace(settings), ttl_s=settings.redis.ttl_s
+                settings.redis.url.get_secret_value(),
+                namespace=shadow_namespace(settings),
+                ttl_s=settings.redis.ttl_s,
+                finished_ttl_s=settings.redis.finished_ttl_s,
             )
         self.backend = backend
         self.publisher = publisher

@@ -12,8 +12,9 @@ from workers.state.base import ApplyStatus, ChunkUpdate, TurnState
 class MemoryStore:
     """Dict-backed store; expiry is checked lazily against a monotonic clock."""
 
-    def __init__(self, *, ttl_s: float = 3600.0) -> None:
+    def __init__(self, *, ttl_s: float = 3600.0, finished_ttl_s: float | None = None) -> None:
         self._ttl = ttl_s
+        self._finished_ttl = finished_ttl_s if finished_ttl_s is not None else ttl_s
         self._turns: dict[str, tuple[TurnState, list[int], float]] = {}
         self._epochs: dict[int, int] = {}
 
@@ -77,7 +78,8 @@ class MemoryStore:
             final=update.final,
             chunk_offset=update.chunk_offset,
         )
-        self._turns[conversation_id] = (state, log, time.monotonic() + self._ttl)
+        ttl = self._finished_ttl if update.final or update.cutoff else self._ttl
+        self._turns[conversation_id] = (state, log, time.monotonic() + ttl)
         return ApplyStatus.OK
 
     async def read_log(self, conversation_id: str, end: int | None = None) -> list[int]:

@@ -95,7 +95,10 @@ def _encode_field(value: object) -> str:
 class RedisStore:
     """``ConversationStore`` on Redis >= 6.2 (Lua scripting; no module needed)."""
 
-    def __init__(self, url: str, *, namespace: str, ttl_s: int) -> None:
+    def __init__(self, url: str, *, namespace: str, ttl_s: int, finished_ttl_s: int | None = None) -> None:
+        """``ttl_s``: how long an open turn lives without a write; ``finished_ttl_s`` (default
+        ``ttl_s``): how long a turn lives after its final chunk or its cut-off, long enough to
+        recognise records read again and chunks sent after the end."""
         self._redis = aioredis.Redis.from_url(
             url,
             decode_responses=False,
@@ -104,6 +107,7 @@ class RedisStore:
         )
         self._ns = namespace
         self._ttl_ms = ttl_s * 1000
+        self._finished_ttl_ms = (finished_ttl_s if finished_ttl_s is not None else ttl_s) * 1000
         self._open_turn = self._redis.register_script(_OPEN_TURN)
         self._apply_chunk = self._redis.register_script(_APPLY_CHUNK)
 
@@ -167,9 +171,12 @@ class RedisStore:
             pairs += [name, _encode_field(value)]
         result = await self._apply_chunk(
             keys=[keys.conv_key(self._ns, conversation_id), keys.log_key(self._ns, conversation_id)],
-            args=[epoch, message_id, seq, last, self._ttl_ms, pack_ids(new_ids), *pairs],
+            args=[epoch, message_id, seq, last, self._ttl_ms_after(update), pack_ids(new_ids), *pairs],
         )
         return ApplyStatus(_text(result))
+
+    def _ttl_ms_after(self, update: ChunkUpdate) -> int:
+        return self._finished_ttl_ms if update.final or update.cutoff else self._ttl_ms
 
     @_reachable
     async def read_log(self, conversation_id: str, end: int | None = None) -> list[int]:
