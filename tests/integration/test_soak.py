@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SOAK_S = float(os.environ.get("SOAK_S", "90"))
 STREAMS = 8  # conversations streaming at any moment
-CHUNKS = 16  # per answer, 50 ms apart: about 7 conversations and 140 chunks per second in all
+CHUNKS = 16  # per answer, 50 ms apart: about 10 conversations and 165 chunks per second in all
 SAMPLE_S = 2.0
 
 
