@@ -26,9 +26,9 @@ from workers.client import GuardClient
 from workers.fuzz.rss import rss_kib
 from workers.infra import LocalRedis, ensure_topics
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 SOAK_S = float(os.environ.get("SOAK_S", "90"))
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 STREAMS = 8  # conversations streaming at any moment
 CHUNKS = 16  # per answer, 50 ms apart: about 10 conversations and 165 chunks per second in all
 SAMPLE_S = 2.0
