@@ -71,6 +71,8 @@ class Observer:
     dead: list[DeadLetter] = field(default_factory=list)
     auth: KafkaAuth = field(default_factory=KafkaAuth)
     _task: asyncio.Task[None] | None = None
+    # ``verdicts`` by conversation, so that a check over thousands of conversations is not quadratic
+    _by_conversation: dict[str, list[VerdictEvent]] = field(default_factory=dict)
 
     async def __aenter__(self) -> Observer:
         self._consumer = AIOKafkaConsumer(
@@ -104,6 +106,7 @@ class Observer:
                     if kind is Topic.VERDICTS:
                         assert isinstance(event, VerdictEvent)
                         self.verdicts.append(event)
+                        self._by_conversation.setdefault(event.conversation_id, []).append(event)
                     elif kind is Topic.CONTROL:
                         assert isinstance(event, ControlEvent)
                         self.controls.append(event)
@@ -119,7 +122,7 @@ class Observer:
             await asyncio.sleep(0.05)
 
     def of(self, cid: str, stage: Stage | None = None) -> list[VerdictEvent]:
-        return [v for v in self.verdicts if v.conversation_id == cid and (stage is None or v.stage is stage)]
+        return [v for v in self._by_conversation.get(cid, ()) if stage is None or v.stage is stage]
 
     def effective(self, cid: str) -> dict[int | None, set[str]]:
         """Distinct verdict ids per chunk seq (None: the prompt) of one conversation."""

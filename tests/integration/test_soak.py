@@ -58,20 +58,6 @@ async def _sample(worker_pid: int, redis: aioredis.Redis, began: float, samples:
         await asyncio.sleep(SAMPLE_S)
 
 
-def _verdict_ids(obs: Observer) -> dict[str, dict[int | None, set[str]]]:
-    """Distinct verdict ids per conversation and seq (None: the prompt), in one pass: a long run has
-    thousands of conversations, and ``Observer.effective`` scans every verdict for each."""
-    ids: dict[str, dict[int | None, set[str]]] = {}
-    for v in obs.verdicts:
-        ids.setdefault(v.conversation_id, {}).setdefault(v.seq, set()).add(v.event_id)
-    return ids
-
-
-def _all_answered(obs: Observer, started: list[str]) -> bool:
-    ids, wanted = _verdict_ids(obs), {None, *range(CHUNKS + 1)}
-    return all(set(ids.get(cid, ())) == wanted for cid in started)
-
-
 def _third(values: list[tuple[float, float]], which: int) -> list[float]:
     """The values whose time falls in third ``which`` (0, 1, 2) of the run."""
     return [v for at, v in values if which * SOAK_S / 3 <= at < (which + 1) * SOAK_S / 3]
@@ -103,16 +89,17 @@ async def test_memory_stays_flat_and_latency_does_not_drift_while_conversations_
             until = began + SOAK_S
             await asyncio.gather(*(_converse(client, started, until) for _ in range(STREAMS)))
             await obs.wait_for(
-                lambda: _all_answered(obs, started), within_s=30, what="a verdict for every prompt and chunk"
+                lambda: all(set(obs.effective(c)) == {None, *range(CHUNKS + 1)} for c in started),
+                within_s=30,
+                what="a verdict for every prompt and chunk",
             )
             caught_up_s = time.monotonic() - until
             sampler.cancel()
             await redis.aclose()
             first_ms = min(v.ts_ms for v in obs.verdicts)
             latency = [((v.ts_ms - first_ms) / 1000, v.latency_ms) for v in obs.verdicts if v.stage is Stage.RESPONSE]
-            ids = _verdict_ids(obs)
             for cid in started:
-                assert all(len(each) == 1 for each in ids[cid].values()), cid
+                assert all(len(ids) == 1 for ids in obs.effective(cid).values()), cid
             assert not obs.dead, [d.reason for d in obs.dead]
 
     worker_mib = [(s.at, s.worker_mib) for s in samples]
