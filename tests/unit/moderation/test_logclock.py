@@ -18,11 +18,17 @@ def record(produced: float | None, *, topic: str = "tokens", partition: int = 0)
     return Delivery(topic, partition, 0, b"c", b"{}", 0.0, produced=produced)
 
 
-def test_a_busy_partition_that_has_not_read_past_the_wait_holds_it() -> None:
+def parked_clock() -> tuple[Now, LogClock, Delivery]:
+    """A clock on a fake monotonic time that has read one record, the parked one (at 1,000 s)."""
     now = Now()
     clock = LogClock(now)
     parked = record(1_000.0)
     clock.observe(parked)
+    return now, clock, parked
+
+
+def test_a_busy_partition_that_has_not_read_past_the_wait_holds_it() -> None:
+    now, clock, parked = parked_clock()
     for i in range(30):  # a backlog: records keep coming, all published within the wait
         now.t += 0.1
         clock.observe(record(1_000.0 + i * 0.01))
@@ -32,10 +38,7 @@ def test_a_busy_partition_that_has_not_read_past_the_wait_holds_it() -> None:
 
 
 def test_a_quiet_partition_releases_the_wait() -> None:
-    now = Now()
-    clock = LogClock(now)
-    parked = record(1_000.0)
-    clock.observe(parked)
+    now, clock, parked = parked_clock()
     now.t += 0.5
     assert not clock.waited(parked, 1.0, other_topics=False)
     now.t += 0.6  # nothing read for longer than the wait: nothing more is coming
@@ -43,10 +46,7 @@ def test_a_quiet_partition_releases_the_wait() -> None:
 
 
 def test_only_the_partitions_that_bring_the_missing_record_count() -> None:
-    now = Now()
-    clock = LogClock(now)
-    parked = record(1_000.0)
-    clock.observe(parked)
+    now, clock, parked = parked_clock()
     clock.observe(record(1_000.1, partition=1))
     clock.observe(record(1_000.1, topic="prompts"))
     now.t += 0.5
