@@ -165,6 +165,12 @@ def _register_stream_heads(train_targets: Subparsers) -> None:
         default=None,
         help="at most N harmful and N safe answers of each response set (seeded)",
     )
+    heads.add_argument(
+        "--query-from",
+        type=Path,
+        default=None,
+        help="copy the query path from this checkpoint or shipped artifact; train the response path only",
+    )
     heads.add_argument("--max-tokens", type=int, default=1024, help="longest training sequence, in tokens")
     heads.add_argument("--epochs", type=int, default=8, help="passes over each head path's training rows")
     heads.add_argument("--inner-size", type=int, default=256, help="guard_inner_size of the heads")
@@ -197,6 +203,7 @@ def _train_stream_heads(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             subset=args.subset,
             answers_per_set=args.answers_per_set,
+            query_from=args.query_from,
             max_tokens=args.max_tokens,
             epochs=args.epochs,
             inner_size=args.inner_size,

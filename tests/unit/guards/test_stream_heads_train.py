@@ -342,3 +342,50 @@ def test_heads_on_the_first_layers_of_the_backbone(fake_backbone: Path, tmp_path
     with pytest.raises(BackboneError, match=r"cannot keep 3 layers of a 2-layer backbone"):
         truncate_backbone(loaded, 3)
     assert truncate_backbone(loaded, 2) is loaded
+
+
+def test_query_from_keeps_the_query_path_and_trains_the_answers(
+    trained: tuple[Path, Path, dict[str, object]], fake_backbone: Path, tmp_path: Path
+) -> None:
+    """``--query-from``: the query tensors are the source's, bit for bit; the response path is
+    trained anew (another seed gives other response tensors); the source's prompt record is
+    carried over and the copy is recorded with a digest."""
+    checkpoint, shipped, source_meta = trained
+    metadata = train(_config(tmp_path / "out", fake_backbone, query_from=shipped, seed=1, ship=tmp_path / "ship"))
+    before, after = load_file(str(shipped / HEADS_FILE)), load_file(str(tmp_path / "ship" / HEADS_FILE))
+    assert before.keys() == after.keys()
+    for name in before:
+        if name.startswith("query_"):
+            assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(before["risk_level_head.weight"], after["risk_level_head.weight"])
+
+    training, theirs = metadata["training"], source_meta["training"]
+    assert isinstance(training, dict) and isinstance(theirs, dict)
+    assert training["query_path"]["command"] == theirs["command"]
+    assert len(training["query_path"]["tensors_sha256"]) == 64
+    assert training["prompt_datasets"] == theirs["prompt_datasets"]
+    assert training["validation"]["prompts"] == theirs["validation"]["prompts"]
+    assert training["selection"]["query"] == theirs["selection"]["query"]
+    assert training["tokens"]["prompts"] == theirs["tokens"]["prompts"]
+    assert "query" not in training["losses"] or training["losses"]["query"] == theirs["losses"]["query"]
+    assert f"--query-from {shipped}" in training["command"]
+    assert open_checkpoint(tmp_path / "out").metadata["training"]["query_path"] == training["query_path"]
+    # The full checkpoint lends its query path as well as the shipped artifact does.
+    again = train(_config(tmp_path / "again", fake_backbone, query_from=checkpoint, seed=1))
+    assert again["training"]["query_path"]["tensors_sha256"] == training["query_path"]["tensors_sha256"]
+
+
+def test_query_from_refuses_heads_of_another_shape_or_backbone(
+    trained: tuple[Path, Path, dict[str, object]], fake_backbone: Path, tmp_path: Path
+) -> None:
+    from workers.guards.stream_heads.kept import QuerySourceError
+
+    _, shipped, _ = trained
+    with pytest.raises(QuerySourceError, match="inner size"):
+        train(_config(tmp_path / "a", fake_backbone, query_from=shipped, inner_size=32))
+    with pytest.raises(QuerySourceError, match="another backbone"):
+        train(_config(tmp_path / "b", fake_backbone, query_from=shipped, layers=1))
+    with pytest.raises(QuerySourceError, match="unreadable"):
+        train(_config(tmp_path / "c", fake_backbone, query_from=tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="--prompts"):
+        train(_config(tmp_path / "d", fake_backbone, query_from=shipped, prompts=tmp_path / "p.jsonl"))

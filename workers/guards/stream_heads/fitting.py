@@ -21,7 +21,7 @@ rows there is nothing to choose on: the first candidate is kept, and the record 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,22 +181,20 @@ def fit_heads(
     data: TrainingData,
     features: tuple[torch.Tensor, torch.Tensor],
     device: torch.device,
+    *,
+    query: Mapping[str, torch.Tensor] | None = None,
 ) -> FitResult:
-    """Train and choose both paths; the returned heads hold each path's chosen weights."""
+    """Train and choose both paths; the returned heads hold each path's chosen weights.
+
+    With ``query`` (the query path's tensors of another checkpoint, ``kept``) only the response
+    path is trained; the query tensors are copied unchanged and the result records nothing about
+    the query path (the caller carries the source's record over).
+    """
     query_features, response_features = features
-    query_train, query_val = split_rows([p.validation for p in data.prompts], [1] * len(data.prompts))
     response_train, response_val = split_rows(
         [r.validation for r in data.responses], [r.tokens.scored for r in data.responses]
     )
-    val_prompts = [p for p in data.prompts if p.validation]
     val_responses = [r for r in data.responses if r.validation]
-    query_heads, query_losses, query_val_report, query_choice = _fit_path(
-        settings,
-        Head.QUERY,
-        query_data([p for p in data.prompts if not p.validation], query_features[query_train]),
-        lambda heads: query_report(heads, val_prompts, query_features[query_val]),
-        device,
-    )
     response_heads, response_losses, response_val_report, response_choice = _fit_path(
         settings,
         Head.RESPONSE,
@@ -204,15 +202,47 @@ def fit_heads(
         lambda heads: response_report(heads, val_responses, response_features[response_val]),
         device,
     )
+    if query is not None:
+        _copy_path(response_heads, query, query_path=True)
+        return FitResult(
+            heads=response_heads,
+            losses={"response": response_losses},
+            validation={"responses": response_val_report},
+            selection={"response": response_choice},
+        )
+    query_train, query_val = split_rows([p.validation for p in data.prompts], [1] * len(data.prompts))
+    val_prompts = [p for p in data.prompts if p.validation]
+    query_heads, query_losses, query_val_report, query_choice = _fit_path(
+        settings,
+        Head.QUERY,
+        query_data([p for p in data.prompts if not p.validation], query_features[query_train]),
+        lambda heads: query_report(heads, val_prompts, query_features[query_val]),
+        device,
+    )
     # One set of heads: each path's tensors from the run that was chosen for it.
-    heads = query_heads
-    with torch.no_grad():
-        for (name, target), source in zip(heads.named_parameters(), response_heads.parameters(), strict=True):
-            if not name.startswith("query_"):
-                target.copy_(source)
+    _copy_path(query_heads, dict(response_heads.named_parameters()), query_path=False)
     return FitResult(
-        heads=heads,
+        heads=query_heads,
         losses={"query": query_losses, "response": response_losses},
         validation={"prompts": query_val_report, "responses": response_val_report},
         selection={"query": query_choice, "response": response_choice},
     )
+
+
+def _copy_path(heads: StreamHeads, source: Mapping[str, torch.Tensor], *, query_path: bool) -> None:
+    """Overwrite one path of ``heads`` (the query path or the response path) with ``source``'s tensors.
+
+    Raises:
+        ValueError: ``source`` lacks one of the path's tensors or has it in another shape.
+    """
+    with torch.no_grad():
+        for name, target in heads.named_parameters():
+            if name.startswith("query_") != query_path:
+                continue
+            if name not in source:
+                raise ValueError(f"the source heads have no tensor {name}")
+            tensor = source[name]
+            if tuple(tensor.shape) != tuple(target.shape):
+                shapes = f"the source's {tuple(tensor.shape)}, these heads' {tuple(target.shape)}"
+                raise ValueError(f"{name}: shape {shapes}")
+            target.copy_(tensor.to(target.dtype))

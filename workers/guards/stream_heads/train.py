@@ -47,6 +47,7 @@ from workers.guards.datasets.registry import (
 from workers.guards.stream_heads.data import TrainingData, build_training_data
 from workers.guards.stream_heads.features import extract_features
 from workers.guards.stream_heads.fitting import FitResult, FitSettings, fit_heads
+from workers.guards.stream_heads.kept import PROMPT_SUMMARY_KEYS, KeptQueryPath, load_query_path
 from workers.guards.stream_heads.labels import guard_keys
 from workers.guards.stream_heads.responses import RESPONSE_TRAINING_SETS
 
@@ -96,6 +97,8 @@ class TrainConfig:
     response_batch_size: int = 4096
     safe_weights: tuple[float, ...] = DEFAULT_SAFE_WEIGHTS
     """Candidate loss weights of Safe targets; each path keeps the best on validation (``fitting``)."""
+    query_from: Path | None = None
+    """Copy the query path from this checkpoint or artifact and train the response path only (``kept``)."""
     max_batch_tokens: int | None = None
     """Padded tokens per feature-extraction batch; default 65536 on CUDA, 4096 on the CPU."""
     name: str | None = None
@@ -124,6 +127,8 @@ class TrainConfig:
             parts += ["--inner-size", str(self.inner_size)]
         if self.safe_weights != DEFAULT_SAFE_WEIGHTS:
             parts += ["--safe-weights", *(f"{w:g}" for w in self.safe_weights)]
+        if self.query_from is not None:
+            parts += ["--query-from", str(self.query_from)]
         if self.prompts is None or self.responses is None:
             parts += sets_option(self.sets)
         if self.ship is not None:
@@ -171,16 +176,20 @@ def extraction_copy(backbone: Backbone, device: torch.device, dtype: torch.dtype
 
 
 def _features(
-    model: PreTrainedModel, data: TrainingData, *, max_batch_tokens: int, progress: bool
+    model: PreTrainedModel, data: TrainingData, *, max_batch_tokens: int, progress: bool, hidden_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     prompt_positions = [np.array([len(p.ids) - 1], dtype=np.int64) for p in data.prompts]
-    query = extract_features(
-        model,
-        [p.ids for p in data.prompts],
-        prompt_positions,
-        max_batch_tokens=max_batch_tokens,
-        description="prompt states",
-        progress=progress,
+    query = (
+        extract_features(
+            model,
+            [p.ids for p in data.prompts],
+            prompt_positions,
+            max_batch_tokens=max_batch_tokens,
+            description="prompt states",
+            progress=progress,
+        )
+        if data.prompts
+        else torch.empty(0, hidden_size, dtype=torch.float16)  # the query path is kept, not trained
     )
     response_positions = [np.arange(r.first_scored, len(r.ids), dtype=np.int64) for r in data.responses]
     response = extract_features(
@@ -214,6 +223,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from workers.engine.runner import resolve_device, resolve_dtype
     from workers.engine.template import ChatFormat
 
+    if config.query_from is not None and config.prompts is not None:
+        raise ValueError("--query-from keeps the query path; it cannot also be trained on --prompts")
     clock = _Clock()
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -224,6 +235,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.layers is not None:
         backbone = truncate_backbone(backbone, config.layers)
     chat = ChatFormat.from_tokenizer(backbone.tokenizer)
+    kept = None
+    if config.query_from is not None:
+        record = _backbone_record(config, source)
+        kept = load_query_path(config.query_from, backbone=record, inner_size=config.inner_size)
     clock.lap("load_backbone")
 
     data = build_training_data(
@@ -231,7 +246,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _data_root(config),
         prompt_file=config.prompts,
         response_file=config.responses,
-        prompt_sets=tuple(name for name in config.sets if name in TRAINING_SETS),
+        prompt_sets=() if kept is not None else tuple(name for name in config.sets if name in TRAINING_SETS),
         response_sets=tuple(name for name in config.sets if name in RESPONSE_TRAINING_SETS),
         seed=config.seed,
         subset=config.subset,
@@ -244,7 +259,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     budget = config.max_batch_tokens or (65536 if device.type == "cuda" else 4096)
     model = extraction_copy(backbone, device, dtype)
-    features = _features(model, data, max_batch_tokens=budget, progress=config.progress)
+    features = _features(
+        model, data, max_batch_tokens=budget, progress=config.progress, hidden_size=backbone.hidden_size
+    )
     if model is not backbone.model:
         del model
         if device.type == "cuda":
@@ -265,10 +282,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         safe_weights=config.safe_weights,
         progress=config.progress,
     )
-    fitted = fit_heads(settings, data, features, device)
+    fitted = fit_heads(settings, data, features, device, query=None if kept is None else kept.tensors)
     clock.lap("train_and_validate")
 
     metadata = _metadata(config, source, data, str(device), dtype, fitted, clock)
+    if kept is not None:
+        _carry_query_record(metadata["training"], kept)
     if backbone.test_checkpoint:
         metadata["test_checkpoint"] = True  # random backbone weights stay marked as such
     guard = _guard_config(config, backbone, metadata)
@@ -281,7 +300,27 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return metadata
 
 
-_NOT_HYPERPARAMETERS = ("out", "gguf", "data_root", "prompts", "responses", "ship", "progress")
+_NOT_HYPERPARAMETERS = ("out", "gguf", "data_root", "prompts", "responses", "ship", "progress", "query_from")
+
+
+def _backbone_record(config: TrainConfig, source: BackboneSource) -> dict[str, Any]:
+    """The metadata's ``backbone`` entry: the source's digest and, when truncated, the layers kept."""
+    return source.to_metadata() | ({"layers": config.layers} if config.layers is not None else {})
+
+
+def _carry_query_record(training: dict[str, Any], kept: KeptQueryPath) -> None:
+    """Record the kept query path as the source recorded it: its prompt data, validation and choice."""
+    theirs = kept.training
+    training["query_path"] = kept.record()
+    for key in PROMPT_SUMMARY_KEYS:
+        if key in theirs:
+            training[key] = theirs[key]
+    for key, path_key in (("validation", "prompts"), ("selection", "query"), ("losses", "query")):
+        if path_key in theirs.get(key, {}):
+            training[key] = {path_key: theirs[key][path_key], **training[key]}
+    for key in ("tokens", "split"):
+        if "prompts" in theirs.get(key, {}):
+            training[key]["prompts"] = theirs[key]["prompts"]
 
 
 def _data_root(config: TrainConfig) -> Path | None:
@@ -306,7 +345,7 @@ def _metadata(
     """The ``streamwarden`` entry of ``config.json``: provenance, data, settings and metrics."""
     return {
         "name": config.model_name(source),
-        "backbone": source.to_metadata() | ({"layers": config.layers} if config.layers is not None else {}),
+        "backbone": _backbone_record(config, source),
         "training": {
             "command": config.command(),
             "seed": config.seed,
