@@ -140,7 +140,10 @@ def good(d: Draw, g: Guard) -> Script:
     kind = d.rng.choice(("safe_text", "safe_text", "unsafe_text", "controversial_text", "safe_ids", "unsafe_ids"))
     kind = d.rng.choice((kind, kind, "unsafe_prompt"))
     cid = d.conversation_id(kind)
-    n = d.rng.randint(2, 10)
+    # At most the lane's window: while its prompt is still on its way (prompts and tokens are
+    # separate topics, read at their own pace under load), a message's chunks park in its lane, and
+    # the lane holds no more than ``reorder_window`` of them (the rest get ``context_lost``).
+    n = d.rng.randint(2, min(10, g.reorder_window))
     policy = d.rng.choice((None, "strict", "loose"))
     trigger = d.rng.randrange(n) if kind.startswith(("unsafe", "controversial")) else None
     if kind == "controversial_text" and policy == "loose":
